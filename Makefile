@@ -1,0 +1,33 @@
+# Two commands on a fresh machine: `make demo` (the main job) and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test setup lint bench clean
+
+$(BIN)/eat: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[dev]"
+	@touch $(BIN)/eat
+
+setup: $(BIN)/eat
+
+# Main job on the embedded default (no GPU, no downloads): compare schedulers on the simulated
+# 8-node cluster at the paper's effective arrival rate, 20 episodes each.
+demo: setup
+	@for p in random fifo greedy adaptive; do \
+	  $(BIN)/eat simulate --policy $$p --nodes 8 --rate 0.5 --episodes 20 --out runs/demo/$$p || exit 1; \
+	done
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+
+bench: setup
+	$(BIN)/eat bench env
+
+clean:
+	rm -rf $(VENV) runs .numba_cache .pytest_cache

@@ -1,0 +1,201 @@
+"""Every constant of the problem model in one typed, validated, frozen dataclass.
+
+The simulator, the learned and heuristic schedulers and the serving host all read an ``EATConfig``;
+nothing else holds a constant of the model. Invalid values raise ``ConfigError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .profiles import PATCH_COUNTS, ProfileError, TimeProfile, get_profile
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+    def __init__(self, field_name: str, message: str):
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class EATConfig:
+    """Cluster, workload, decision and reward constants (SPEC section 2). Defaults follow SPEC / the
+    authors' simulator."""
+
+    # --- cluster -------------------------------------------------------------------------------------
+    nodes: int = 8
+    """number of edge GPU servers N"""
+    speeds: tuple[float, ...] | None = None
+    """per-server speed factor c_j (1.0 = the profile's reference GPU); None = all 1.0"""
+    profile: str | TimeProfile = "reference"
+    """time-model profile: a built-in name (see ``eat profiles``) or a .toml/.json path"""
+    n_models: int = 1
+    """number of model types tasks may ask for (drawn uniformly)"""
+    regroup_time: float | None = None
+    """extension, off by default: init seconds when every chosen server already holds the model but is
+    not exactly one idle group (only the communicator is rebuilt); None = full init_time"""
+
+    # --- workload ------------------------------------------------------------------------------------
+    rate: float = 0.1
+    """Poisson arrival rate lambda (tasks per second)"""
+    arrival: Literal["poisson", "bursty", "trace"] = "poisson"
+    """arrival process: exact Poisson, bursty (two-state Markov-modulated Poisson), or trace replay"""
+    trace_path: str | None = None
+    """CSV for ``arrival='trace'``: columns arrival (s), patches, prompt[, model]"""
+    burst_factor: float = 4.0
+    """bursty arrivals: rate multiplier in the burst state (the calm state runs slower to keep the mean)"""
+    burst_fraction: float = 0.2
+    """bursty arrivals: long-run fraction of time in the burst state"""
+    tasks_per_episode: int = 32
+    """tasks per episode"""
+    patch_choices: tuple[int, ...] = (1, 2, 4)
+    """patch counts k a task may have, drawn uniformly (8 allowed on clusters of >= 8 servers)"""
+
+    # --- decisions -----------------------------------------------------------------------------------
+    queue_len: int = 10
+    """L: visible queue length (tasks the policy can pick from, oldest first)"""
+    s_min: int = 5
+    """fewest denoising steps a task may get"""
+    s_max: int = 32
+    """most denoising steps a task may get"""
+    tick: float = 0.1
+    """seconds the clock advances after a no-op in tick mode"""
+    mode: Literal["tick", "event"] = "tick"
+    """after a no-op: advance by ``tick``, or jump to the next arrival/completion"""
+    paper_literal: bool = False
+    """paper's literal task rule: take the highest-scored visible task, no-op if it cannot start"""
+    time_limit: float = 1024.0
+    """episode time limit in seconds (truncation)"""
+    time_scale: float = 100.0
+    """seconds per unit of the normalized time features of the observation"""
+
+    # --- quality and reward --------------------------------------------------------------------------
+    q_max: float = 0.27
+    """quality ceiling of q(s)"""
+    q_min: float = 0.0
+    """Q_min: tasks whose q(s) falls below it pay the penalty w_p (0 = never with s_min >= 5)"""
+    w_t: float = 250.0
+    """time weight: the time term is w_t / (w_w * Wbar + wait + init + exec)"""
+    w_w: float = 1.0
+    """weight of the visible queue's mean waiting time Wbar in the time term"""
+    w_q: float = 10.0
+    """quality weight"""
+    w_p: float = 1.0
+    """quality penalty P, paid when q(s) < Q_min"""
+    r_max: float = 10.0
+    """cap of the time term"""
+
+    extra: dict = field(default_factory=dict, compare=False, repr=False)
+    """free-form metadata carried along (e.g. for serving); never read by the model"""
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, name: str, msg: str) -> None:
+            if not ok:
+                raise ConfigError(name, msg)
+
+        def finite(x) -> bool:
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+        need(isinstance(self.nodes, int) and self.nodes >= 1, "nodes", f"must be an integer >= 1, got {self.nodes!r}")
+        need(self.nodes <= 62, "nodes", f"at most 62 servers are supported, got {self.nodes}")
+        if self.speeds is not None:
+            object.__setattr__(self, "speeds", tuple(float(s) for s in self.speeds))
+            need(len(self.speeds) == self.nodes, "speeds", f"needs {self.nodes} values, got {len(self.speeds)}")
+            need(all(finite(s) and s > 0 for s in self.speeds), "speeds", "every speed must be > 0")
+        try:
+            prof = get_profile(self.profile)
+        except ProfileError as e:
+            raise ConfigError("profile", str(e).removeprefix("profile: ")) from None
+        object.__setattr__(self, "_profile", prof)
+        need(isinstance(self.n_models, int) and self.n_models >= 1, "n_models", "must be an integer >= 1")
+        need(self.regroup_time is None or (finite(self.regroup_time) and self.regroup_time >= 0),
+             "regroup_time", "must be None or a number >= 0")
+
+        need(finite(self.rate) and self.rate > 0, "rate", f"must be a number > 0, got {self.rate!r}")
+        need(self.arrival in ("poisson", "bursty", "trace"), "arrival",
+             f"must be 'poisson', 'bursty' or 'trace', got {self.arrival!r}")
+        need(self.arrival != "trace" or bool(self.trace_path), "trace_path", "is required when arrival='trace'")
+        need(finite(self.burst_factor) and self.burst_factor >= 1, "burst_factor", "must be >= 1")
+        need(finite(self.burst_fraction) and 0 < self.burst_fraction < 1, "burst_fraction", "must be in (0, 1)")
+        need(self.burst_factor * self.burst_fraction < 1, "burst_factor",
+             "burst_factor * burst_fraction must be < 1 so the calm state keeps a positive rate")
+        need(isinstance(self.tasks_per_episode, int) and self.tasks_per_episode >= 1,
+             "tasks_per_episode", "must be an integer >= 1")
+        object.__setattr__(self, "patch_choices", tuple(int(k) for k in self.patch_choices))
+        need(len(self.patch_choices) >= 1, "patch_choices", "needs at least one patch count")
+        for k in self.patch_choices:
+            need(k in PATCH_COUNTS, "patch_choices", f"patch count {k} not in {PATCH_COUNTS}")
+            need(k <= self.nodes, "patch_choices", f"patch count k={k} is larger than the cluster ({self.nodes} nodes)")
+            need(k in prof.step_time, "patch_choices", f"profile {prof.name!r} has no timings for k={k}")
+
+        need(isinstance(self.queue_len, int) and self.queue_len >= 1, "queue_len", "must be an integer >= 1")
+        need(isinstance(self.s_min, int) and self.s_min >= 1, "s_min", f"must be an integer >= 1, got {self.s_min!r}")
+        need(isinstance(self.s_max, int) and self.s_max >= self.s_min, "s_max",
+             f"must be an integer >= s_min ({self.s_min}), got {self.s_max!r}")
+        need(finite(self.tick) and self.tick > 0, "tick", f"must be > 0, got {self.tick!r}")
+        need(self.mode in ("tick", "event"), "mode", f"must be 'tick' or 'event', got {self.mode!r}")
+        need(finite(self.time_limit) and self.time_limit > 0, "time_limit", "must be > 0")
+        need(finite(self.time_scale) and self.time_scale > 0, "time_scale", "must be > 0")
+
+        need(finite(self.q_max) and self.q_max > 0, "q_max", "must be > 0")
+        need(finite(self.q_min) and self.q_min >= 0, "q_min", "must be >= 0")
+        for name in ("w_t", "w_w", "w_q", "w_p", "r_max"):
+            v = getattr(self, name)
+            need(finite(v) and v >= 0, name, f"must be a number >= 0, got {v!r}")
+
+    # --- derived -------------------------------------------------------------------------------------
+    @property
+    def time_profile(self) -> TimeProfile:
+        return self._profile  # type: ignore[attr-defined]
+
+    @property
+    def server_speeds(self) -> tuple[float, ...]:
+        return self.speeds if self.speeds is not None else (1.0,) * self.nodes
+
+    @property
+    def max_patches(self) -> int:
+        return max(self.patch_choices)
+
+    @property
+    def action_dim(self) -> int:
+        return 2 + self.queue_len
+
+    @property
+    def token_rows(self) -> int:
+        return self.queue_len + self.nodes
+
+    def replace(self, **changes) -> EATConfig:
+        """A copy with some fields changed (validated again)."""
+        if not changes:
+            return self
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            name = sorted(unknown)[0]
+            raise ConfigError(name, "unknown configuration field")
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        if isinstance(d["profile"], TimeProfile):
+            d["profile"] = d["profile"].to_dict()
+        d["speeds"] = list(d["speeds"]) if d["speeds"] is not None else None
+        d["patch_choices"] = list(d["patch_choices"])
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EATConfig:
+        d = dict(d)
+        if isinstance(d.get("profile"), dict):
+            d["profile"] = TimeProfile.from_dict(d["profile"])
+        for key in ("speeds", "patch_choices"):
+            if d.get(key) is not None:
+                d[key] = tuple(d[key])
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(sorted(unknown)[0], "unknown configuration field")
+        return cls(**d)

@@ -1,0 +1,691 @@
+"""The scheduler core, compiled with numba: one implementation for the simulator and the host.
+
+Every function works on one cluster's rows of the ``core.state`` arrays (``servers[b]``, ``tasks[b]``,
+``clock[b]``) and the ``PARAMS`` record ``p``. Who calls what:
+
+* ``sim.EATEnv`` / ``sim.BatchedEATEnv``: ``step_batch`` (decide + launch or wait + jump ahead + observe)
+  and ``reset_env`` to start an episode.
+* ``serving`` host: ``build_obs`` to show the policy the cluster, ``choose`` to decode its action,
+  ``plan`` + ``commit_launch`` to start a task at wall-clock time, ``advance`` is not used there (workers
+  report completions).
+* heuristics: ``greedy_choice`` (best immediate reward, evaluated without mutating the state).
+
+Numba functions are also plain callables from Python, which is how the unit tests pin them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba as nb
+import numpy as np
+
+from .state import ACTIVE, DONE, FUTURE, NO_GROUP, NO_MODEL, QUEUED, RUNNING, TERMINATED, TRUNCATED
+
+jit = nb.njit(cache=True, nogil=True, error_model="numpy")
+
+
+def bind(fn, *args):
+    """The compiled entry point of numba function ``fn`` for the types of ``args``.
+
+    Calling it skips numba's per-call type dispatch (about half of a ~2 us call), which matters for a
+    simulator stepping 100k+ times per second. Only call it with arguments of exactly these types."""
+    sig = tuple(nb.typeof(a) for a in args)
+    fn.compile(sig)
+    return fn.overloads[sig].entry_point
+
+QUALITY_MIN_STEPS = 5
+"""q(s) = 0 below this many steps (SPEC quality model)."""
+MAX_PATCHES = 8.0
+"""Patch counts are normalized by this in the observation."""
+
+__all__ = [
+    "quality", "launch_reward", "decode_steps", "encode_steps", "visible_queue", "idle_count",
+    "find_reuse_group", "select_servers", "plan", "commit_launch", "mean_wait_after", "advance",
+    "next_event_time", "any_can_start", "settle", "choose", "build_obs", "step_batch", "reset_env",
+    "greedy_choice",
+]
+
+
+# --- quality and reward ---------------------------------------------------------------------------------
+@jit
+def quality(steps, q_max):
+    """q(s) = 0 for s < 5, else min(q_max, 0.16 ln(s) / ln(6) - 0.02): monotone, no dip past 30 steps."""
+    if steps < QUALITY_MIN_STEPS:
+        return 0.0
+    q = 0.16 * math.log(steps) / math.log(6.0) - 0.02
+    return q if q < q_max else q_max
+
+
+@jit
+def launch_reward(wait, init, exec_s, wbar, q, w_t, w_w, w_q, w_p, q_min, r_max):
+    """r = min(r_max, w_t / (w_w Wbar + wait + init + exec)) + w_q q - w_p [q < Q_min]."""
+    r = w_t / (w_w * wbar + wait + init + exec_s)
+    if r > r_max:
+        r = r_max
+    r += w_q * q
+    if q < q_min:
+        r -= w_p
+    return r
+
+
+@jit
+def _reward_p(p, wait, init, exec_s, wbar, q):
+    return launch_reward(wait, init, exec_s, wbar, q, p.w_t, p.w_w, p.w_q, p.w_p, p.q_min, p.r_max)
+
+
+# --- action decoding ------------------------------------------------------------------------------------
+@jit
+def decode_steps(a1, s_min, s_max):
+    """s = round(s_min + u (s_max - s_min)) with u = (a1 + 1) / 2 clipped to [0, 1]; halves round up."""
+    u = (a1 + 1.0) * 0.5
+    if not (u >= 0.0):  # also catches NaN
+        u = 0.0
+    if u > 1.0:
+        u = 1.0
+    return int(math.floor(s_min + u * (s_max - s_min) + 0.5))
+
+
+@jit
+def encode_steps(steps, s_min, s_max):
+    """The action value a1 that decodes to ``steps`` (inverse of ``decode_steps``)."""
+    if s_max == s_min:
+        return 0.0
+    return 2.0 * (steps - s_min) / (s_max - s_min) - 1.0
+
+
+# --- queue and servers ----------------------------------------------------------------------------------
+@jit
+def visible_queue(tasks, clock, queue_len, out):
+    """Indices of the first ``queue_len`` queued tasks, oldest first, into ``out``; returns how many."""
+    n = 0
+    for i in range(clock.head, clock.n_arrived):
+        if tasks[i].state == QUEUED:
+            out[n] = i
+            n += 1
+            if n == queue_len:
+                break
+    return n
+
+
+@jit
+def _idle(s, t):
+    return s.up == 1 and s.busy_until <= t
+
+
+@jit
+def idle_count(servers, t):
+    n = 0
+    for j in range(servers.shape[0]):
+        if _idle(servers[j], t):
+            n += 1
+    return n
+
+
+@jit
+def find_reuse_group(servers, t, k, model):
+    """Id of an idle group of size k holding ``model`` (the one whose slowest member is fastest, then the
+    lowest index), or -1 if there is none.
+
+    Relies on the group invariant: a group's members are all idle or all busy (they start and finish one
+    task together; the host dissolves the group of a worker that goes down)."""
+    n = servers.shape[0]
+    best_g = -1
+    best_speed = -1.0
+    for j in range(n):
+        s = servers[j]
+        if s.group == NO_GROUP or s.group_size != k or s.model != model or not _idle(s, t):
+            continue
+        g = s.group
+        if g == best_g:
+            continue
+        slowest = s.speed
+        for i in range(j + 1, n):
+            if servers[i].group == g and servers[i].speed < slowest:
+                slowest = servers[i].speed
+        if slowest > best_speed:
+            # a group already seen has its first member earlier, so a later match is a new group
+            if best_g >= 0:
+                seen = False
+                for i in range(j):
+                    if servers[i].group == g:
+                        seen = True
+                        break
+                if seen:
+                    continue
+            best_speed = slowest
+            best_g = g
+    return best_g
+
+
+@jit
+def _take_best(servers, cand, count, model, out, pos):
+    """Move the ``count`` best servers of bitmask ``cand`` (fastest, then holding ``model``, then lowest
+    index) into ``out[pos:]``. Returns (new position, remaining candidate mask)."""
+    n = servers.shape[0]
+    for _ in range(count):
+        best = -1
+        for j in range(n):
+            if not (cand >> j) & 1:
+                continue
+            if best < 0:
+                best = j
+                continue
+            sj = servers[j]
+            sb = servers[best]
+            if sj.speed > sb.speed or (sj.speed == sb.speed and sj.model == model and sb.model != model):
+                best = j
+        cand &= ~(np.int64(1) << np.int64(best))
+        out[pos] = best
+        pos += 1
+    return pos, cand
+
+
+@jit
+def _members(servers, t, g):
+    """Bitmask of the idle members of group g."""
+    m = np.int64(0)
+    for j in range(servers.shape[0]):
+        if servers[j].group == g and _idle(servers[j], t):
+            m |= np.int64(1) << np.int64(j)
+    return m
+
+
+@jit
+def select_servers(servers, t, k, model, out, work):
+    """Paper V-B4 server selector. Writes k server indices into ``out``; returns (k, reuse).
+
+    1. An idle group of size k holding the model exists: take it (reuse, no init).
+    2. Otherwise take idle ungrouped servers first; if more are needed, break the idle groups that
+       de-group the fewest servers: the smallest single group that covers the shortfall, or the smallest
+       groups in ascending size, whichever de-groups fewer servers (the single group on ties).
+    The caller guarantees at least k idle servers. ``work`` is int64 scratch of length >= 2 N.
+    """
+    n = servers.shape[0]
+    g = find_reuse_group(servers, t, k, model)
+    if g >= 0:
+        c = 0
+        for j in range(n):
+            if servers[j].group == g:
+                out[c] = j
+                c += 1
+        return c, True
+
+    free = np.int64(0)
+    n_free = 0
+    for j in range(n):
+        if _idle(servers[j], t) and servers[j].group == NO_GROUP:
+            free |= np.int64(1) << np.int64(j)
+            n_free += 1
+    pos, _ = _take_best(servers, free, k if n_free >= k else n_free, model, out, 0)
+    need = k - pos
+    if need == 0:
+        return k, False
+
+    # idle groups (id, size) in order of first member, then sorted by size (stable insertion sort)
+    gid = work[:n]
+    gsz = work[n : 2 * n]
+    ng = 0
+    for j in range(n):
+        s = servers[j]
+        if s.group == NO_GROUP or not _idle(s, t):
+            continue
+        seen = False
+        for q in range(ng):
+            if gid[q] == s.group:
+                seen = True
+                break
+        if not seen:
+            q = ng
+            while q > 0 and gsz[q - 1] > s.group_size:
+                gid[q] = gid[q - 1]
+                gsz[q] = gsz[q - 1]
+                q -= 1
+            gid[q] = s.group
+            gsz[q] = s.group_size
+            ng += 1
+    # option A: the smallest single group covering the shortfall (first such in the sorted order)
+    a_idx = -1
+    for q in range(ng):
+        if gsz[q] >= need:
+            a_idx = q
+            break
+    # option B: groups in ascending size until the shortfall is covered
+    b_cost = 0
+    b_count = 0
+    while b_cost < need and b_count < ng:
+        b_cost += gsz[b_count]
+        b_count += 1
+    if a_idx >= 0 and gsz[a_idx] <= b_cost:
+        pos, _ = _take_best(servers, _members(servers, t, gid[a_idx]), need, model, out, pos)
+    else:
+        for q in range(b_count):
+            m = gsz[q] if gsz[q] <= k - pos else k - pos
+            pos, _ = _take_best(servers, _members(servers, t, gid[q]), m, model, out, pos)
+    return pos, False
+
+
+@jit
+def plan(servers, t, k, model, p, step_time, init_time, out, work):
+    """Choose servers for a task of k patches (into ``out``) and price it without changing anything.
+
+    Returns (count, reuse, init_seconds, seconds_per_step). ``work``: int64 scratch of length >= 2 N."""
+    c, reuse = select_servers(servers, t, k, model, out, work)
+    slowest = 1e300
+    all_hold = True
+    for q in range(c):
+        s = servers[out[q]]
+        if s.speed < slowest:
+            slowest = s.speed
+        if s.model != model:
+            all_hold = False
+    if reuse:
+        init = 0.0
+    elif p.regroup_time >= 0.0 and all_hold:
+        init = p.regroup_time
+    else:
+        init = init_time[k]
+    return c, reuse, init, step_time[k] / slowest
+
+
+@jit
+def mean_wait_after(tasks, clock, queue_len, skip):
+    """Wbar: mean waiting time of the visible queue once task ``skip`` has left it (0 if empty)."""
+    n = 0
+    total = 0.0
+    t = clock.time
+    for i in range(clock.head, clock.n_arrived):
+        if i != skip and tasks[i].state == QUEUED:
+            total += t - tasks[i].arrival
+            n += 1
+            if n == queue_len:
+                break
+    return total / n if n > 0 else 0.0
+
+
+@jit
+def _dissolve(servers, g):
+    for j in range(servers.shape[0]):
+        if servers[j].group == g:
+            servers[j].group = NO_GROUP
+            servers[j].group_size = 0
+
+
+@jit
+def commit_launch(servers, tasks, clock, p, i, steps, sel, count, reuse, init, step_s):
+    """Start task i now on servers ``sel[:count]`` with ``steps`` denoising steps; returns its reward.
+
+    A reload dissolves every group a chosen server belonged to and forms a new group of the chosen set."""
+    t = clock.time
+    task = tasks[i]
+    model = task.model
+    if reuse:
+        g_new = servers[sel[0]].group
+    else:
+        for q in range(count):
+            g_old = servers[sel[q]].group
+            if g_old != NO_GROUP:
+                _dissolve(servers, g_old)
+        g_new = clock.next_group
+        clock.next_group += 1
+    exec_s = steps * step_s
+    finish = t + init + exec_s
+    mask = 0
+    for q in range(count):
+        s = servers[sel[q]]
+        s.busy_until = finish
+        s.model = model
+        s.group = g_new
+        s.group_size = count
+        mask |= np.int64(1) << np.int64(sel[q])
+    q_s = quality(steps, p.q_max)
+    wait = t - task.arrival
+    wbar = mean_wait_after(tasks, clock, p.queue_len, i)
+    r = _reward_p(p, wait, init, exec_s, wbar, q_s)
+    task.state = RUNNING
+    task.start = t
+    task.finish = finish
+    task.init = init
+    task.exec = exec_s
+    task.steps = steps
+    task.quality = q_s
+    task.reload = 0 if reuse else 1
+    task.servers = mask
+    task.order = clock.n_launched
+    task.reward = r
+    while clock.head < clock.n_arrived and tasks[clock.head].state != QUEUED:
+        clock.head += 1
+    clock.n_launched += 1
+    if not reuse:
+        clock.n_reload += 1
+    return r
+
+
+# --- time -----------------------------------------------------------------------------------------------
+@jit
+def advance(tasks, clock, t_new):
+    """Move the clock to ``t_new``: finish tasks whose end has passed, enqueue tasks that have arrived."""
+    clock.time = t_new
+    for i in range(clock.first_open, clock.n_arrived):
+        if tasks[i].state == RUNNING and tasks[i].finish <= t_new:
+            tasks[i].state = DONE
+            clock.n_done += 1
+    while clock.first_open < clock.n_arrived and tasks[clock.first_open].state == DONE:
+        clock.first_open += 1
+    while clock.n_arrived < clock.n_tasks and tasks[clock.n_arrived].arrival <= t_new:
+        tasks[clock.n_arrived].state = QUEUED
+        clock.n_arrived += 1
+
+
+@jit
+def next_event_time(tasks, clock):
+    """Earliest future arrival or completion (inf if none)."""
+    te = math.inf
+    if clock.n_arrived < clock.n_tasks:
+        te = tasks[clock.n_arrived].arrival
+    for i in range(clock.first_open, clock.n_arrived):
+        if tasks[i].state == RUNNING and tasks[i].finish < te:
+            te = tasks[i].finish
+    return te
+
+
+@jit
+def any_can_start(servers, tasks, clock, queue_len):
+    idle = idle_count(servers, clock.time)
+    n = 0
+    for i in range(clock.head, clock.n_arrived):
+        if tasks[i].state == QUEUED:
+            if tasks[i].patches <= idle:
+                return True
+            n += 1
+            if n == queue_len:
+                break
+    return False
+
+
+@jit
+def _move_to(tasks, clock, t_new, time_limit):
+    """Advance to t_new, or truncate at the time limit. Returns False if the episode was truncated."""
+    if t_new > time_limit:
+        advance(tasks, clock, time_limit)
+        clock.status = TRUNCATED
+        return False
+    advance(tasks, clock, t_new)
+    return True
+
+
+@jit
+def settle(servers, tasks, clock, p):
+    """Jump ahead while no visible task can start: nothing the policy does can matter before the next
+    arrival or completion. Ends the episode when every task is done (terminated) or time runs out."""
+    while clock.status == ACTIVE:
+        if clock.n_done == clock.n_tasks:
+            clock.status = TERMINATED
+            return
+        if any_can_start(servers, tasks, clock, p.queue_len):
+            return
+        te = next_event_time(tasks, clock)
+        if not _move_to(tasks, clock, te, p.time_limit):
+            return
+
+
+# --- decisions ------------------------------------------------------------------------------------------
+@jit
+def choose(servers, tasks, clock, p, action, vis):
+    """Decode ``action`` (SPEC V-A2) into (task index or -1 for no-op, steps).
+
+    u = (a + 1) / 2; u[0] >= 0.5 means execute now; steps from u[1]; u[2:] scores the visible tasks.
+    Default rule: the highest-scored task among those that can start now. ``paper_literal``: the
+    highest-scored visible task, no-op if it cannot start. Empty slots never win; ties go to the older."""
+    if not (action[0] >= 0.0):
+        return -1, 0
+    nv = visible_queue(tasks, clock, p.queue_len, vis)
+    idle = idle_count(servers, clock.time)
+    best = -1
+    best_score = -math.inf
+    for q in range(nv):
+        if p.paper_literal == 0 and tasks[vis[q]].patches > idle:
+            continue
+        sc = action[2 + q]
+        if not (sc == sc):  # NaN never wins
+            continue
+        if best < 0 or sc > best_score:
+            best = q
+            best_score = sc
+    if best < 0:
+        return -1, 0
+    i = vis[best]
+    if tasks[i].patches > idle:
+        return -1, 0
+    return i, decode_steps(action[1], p.s_min, p.s_max)
+
+
+@jit
+def build_obs(servers, tasks, clock, p, out):
+    """Token matrix (L + N rows, 7 columns), every feature normalized (see ``sim.env`` for the table)."""
+    L = p.queue_len
+    n = servers.shape[0]
+    t = clock.time
+    ts = p.time_scale
+    tmax = p.time_limit / ts
+    idle = 0
+    ready = np.int64(0)  # bit (model * 9 + k): an idle group of size k holding the model exists
+    for j in range(n):
+        s = servers[j]
+        row = L + j
+        rem = (s.busy_until - t) / ts
+        is_idle = _idle(s, t)
+        if is_idle:
+            idle += 1
+            if s.group != NO_GROUP:
+                key = s.model * 9 + s.group_size
+                if key < 63:
+                    ready |= np.int64(1) << np.int64(key)
+        out[row, 0] = 1.0
+        out[row, 1] = 1.0 if is_idle else 0.0
+        out[row, 2] = 0.0 if rem <= 0.0 else (rem if rem < tmax else tmax)
+        out[row, 3] = (s.model + 1) / p.n_models
+        out[row, 4] = s.group_size / n
+        out[row, 5] = s.speed / p.speed_max
+        out[row, 6] = 1.0 if s.up == 1 else 0.0
+    r = 0
+    for i in range(clock.head, clock.n_arrived):
+        if r == L:
+            break
+        task = tasks[i]
+        if task.state != QUEUED:
+            continue
+        w = (t - task.arrival) / ts
+        can = task.patches <= idle
+        key = task.model * 9 + task.patches
+        if key < 63:
+            has_group = (ready >> np.int64(key)) & 1 == 1
+        else:
+            has_group = find_reuse_group(servers, t, task.patches, task.model) >= 0
+        out[r, 0] = 0.0
+        out[r, 1] = 1.0
+        out[r, 2] = w if w < tmax else tmax
+        out[r, 3] = task.patches / MAX_PATCHES
+        out[r, 4] = (task.model + 1) / p.n_models
+        out[r, 5] = 1.0 if can else 0.0
+        out[r, 6] = 1.0 if can and has_group else 0.0
+        r += 1
+    for q in range(r, L):
+        for c in range(out.shape[1]):
+            out[q, c] = 0.0
+
+
+@jit
+def _step_one(servers, tasks, clock, p, step_time, init_time, action, vis, sel, work):
+    clock.decisions += 1
+    i, steps = choose(servers, tasks, clock, p, action, vis)
+    reward = 0.0
+    if i >= 0:
+        task = tasks[i]
+        c, reuse, init, step_s = plan(servers, clock.time, task.patches, task.model, p, step_time, init_time,
+                                      sel, work)
+        reward = commit_launch(servers, tasks, clock, p, i, steps, sel, c, reuse, init, step_s)
+        # time does not advance after a launch: several tasks may start at one instant
+    elif p.event_mode == 1:
+        _move_to(tasks, clock, next_event_time(tasks, clock), p.time_limit)
+    else:
+        _move_to(tasks, clock, clock.time + p.tick, p.time_limit)
+    settle(servers, tasks, clock, p)
+    return reward
+
+
+INFO_TIME, INFO_QUEUED, INFO_LAUNCHED, INFO_DONE, INFO_RELOADS, INFO_STATUS, INFO_REWARD = range(7)
+N_INFO = 7
+
+
+@jit
+def _write_info(tasks, clock, out, reward):
+    """Counters for the env's info dict and the step's reward, as one float vector (one cheap read)."""
+    queued = 0
+    for i in range(clock.head, clock.n_arrived):
+        if tasks[i].state == QUEUED:
+            queued += 1
+    out[INFO_TIME] = clock.time
+    out[INFO_QUEUED] = queued
+    out[INFO_LAUNCHED] = clock.n_launched
+    out[INFO_DONE] = clock.n_done
+    out[INFO_RELOADS] = clock.n_reload
+    out[INFO_STATUS] = clock.status
+    out[INFO_REWARD] = reward
+
+
+@jit
+def _step_env(servers, tasks, clock, p, step_time, init_time, action, rewards, obs, info, vis, sel, work):
+    if clock.status != ACTIVE:
+        rewards[0] = 0.0
+        return
+    r = _step_one(servers, tasks, clock, p, step_time, init_time, action, vis, sel, work)
+    rewards[0] = r
+    build_obs(servers, tasks, clock, p, obs)
+    _write_info(tasks, clock, info, r)
+
+
+@jit
+def step_batch(servers, tasks, clock, params, step_time, init_time, actions, rewards, obs, info):
+    """One step of every env in the batch: decide, launch or wait, jump ahead, observe.
+
+    Envs whose episode already ended are left untouched (reward 0)."""
+    _step_chunk(servers, tasks, clock, params, step_time, init_time, actions, rewards, obs, info, 0,
+                servers.shape[0])
+
+
+PARALLEL_CHUNK = 64
+"""Envs per parallel work item of ``step_batch_parallel``."""
+
+
+@jit
+def _step_chunk(servers, tasks, clock, params, step_time, init_time, actions, rewards, obs, info, lo, hi):
+    p = params[0]
+    n = servers.shape[1]
+    vis = np.empty(p.queue_len, np.int64)
+    sel = np.empty(n, np.int64)
+    work = np.empty(2 * n, np.int64)
+    for b in range(lo, hi):
+        _step_env(servers[b], tasks[b], clock[b], p, step_time, init_time, actions[b], rewards[b:b + 1], obs[b],
+                  info[b], vis, sel, work)
+
+
+@nb.njit(cache=True, nogil=True, parallel=True)
+def step_batch_parallel(servers, tasks, clock, params, step_time, init_time, actions, rewards, obs, info):
+    """``step_batch`` with the envs spread over the CPU cores in chunks (for large batches)."""
+    nb_env = servers.shape[0]
+    chunks = (nb_env + PARALLEL_CHUNK - 1) // PARALLEL_CHUNK
+    for c in nb.prange(chunks):
+        hi = min((c + 1) * PARALLEL_CHUNK, nb_env)
+        _step_chunk(servers, tasks, clock, params, step_time, init_time, actions, rewards, obs, info,
+                    c * PARALLEL_CHUNK, hi)
+
+
+@jit
+def reset_env(servers, tasks, clock, params, speeds, arrival, patches, models, obs, info):
+    """Start a new episode in one env: servers idle and empty, the workload loaded, the clock at the
+    first decision point, the observation written."""
+    p = params[0]
+    for j in range(servers.shape[0]):
+        s = servers[j]
+        s.busy_until = 0.0
+        s.speed = speeds[j]
+        s.model = NO_MODEL
+        s.group = NO_GROUP
+        s.group_size = 0
+        s.up = 1
+    n = arrival.shape[0]
+    for i in range(tasks.shape[0]):
+        t = tasks[i]
+        t.arrival = arrival[i] if i < n else math.inf
+        t.patches = patches[i] if i < n else 0
+        t.model = models[i] if i < n else 0
+        t.start = math.nan
+        t.finish = math.nan
+        t.init = 0.0
+        t.exec = 0.0
+        t.quality = 0.0
+        t.reward = 0.0
+        t.steps = 0
+        t.state = FUTURE
+        t.reload = 0
+        t.servers = 0
+        t.order = -1
+    clock.time = 0.0
+    clock.n_tasks = n
+    clock.n_arrived = 0
+    clock.head = 0
+    clock.first_open = 0
+    clock.n_launched = 0
+    clock.n_done = 0
+    clock.n_reload = 0
+    clock.next_group = 0
+    clock.status = ACTIVE
+    clock.decisions = 0
+    settle(servers, tasks, clock, p)
+    build_obs(servers, tasks, clock, p, obs)
+    _write_info(tasks, clock, info, 0.0)
+
+
+@jit
+def reset_batch(servers, tasks, clock, params, speeds, arrival, patches, models, obs, info):
+    """``reset_env`` for a batch of one (the single env's entry point)."""
+    reset_env(servers[0], tasks[0], clock[0], params, speeds, arrival, patches, models, obs[0], info[0])
+
+
+@jit
+def reset_many(servers, tasks, clock, params, speeds, idx, arrival, patches, models, counts, obs, info):
+    """``reset_env`` for envs ``idx``; workload q (row q of arrival/patches/models, ``counts[q]`` tasks)
+    goes to env ``idx[q]``."""
+    for q in range(idx.shape[0]):
+        b = idx[q]
+        n = counts[q]
+        reset_env(servers[b], tasks[b], clock[b], params, speeds, arrival[q, :n], patches[q, :n], models[q, :n],
+                  obs[b], info[b])
+
+
+@jit
+def greedy_choice(servers, tasks, clock, params, step_time, init_time):
+    """Best immediate reward over (visible task that can start) x (steps in [s_min, s_max]), priced with
+    the same selector and reward as a real launch, without changing the state. Returns (slot, steps,
+    reward); slot -1 if nothing can start. Ties go to the older task and to fewer steps."""
+    p = params[0]
+    vis = np.empty(p.queue_len, np.int64)
+    sel = np.empty(servers.shape[0], np.int64)
+    work = np.empty(2 * servers.shape[0], np.int64)
+    nv = visible_queue(tasks, clock, p.queue_len, vis)
+    idle = idle_count(servers, clock.time)
+    best_slot, best_steps, best_r = -1, 0, -math.inf
+    for q in range(nv):
+        task = tasks[vis[q]]
+        if task.patches > idle:
+            continue
+        c, reuse, init, step_s = plan(servers, clock.time, task.patches, task.model, p, step_time, init_time,
+                                      sel, work)
+        wait = clock.time - task.arrival
+        wbar = mean_wait_after(tasks, clock, p.queue_len, vis[q])
+        for s in range(p.s_min, p.s_max + 1):
+            r = _reward_p(p, wait, init, s * step_s, wbar, quality(s, p.q_max))
+            if r > best_r:
+                best_slot, best_steps, best_r = q, s, r
+    return best_slot, best_steps, best_r

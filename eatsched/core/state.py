@@ -1,0 +1,141 @@
+"""Scheduler state as structured NumPy arrays, shared by the simulator and the serving host.
+
+State lives in three record arrays with a leading batch axis B (B = 1 for one env or the host, B = n for
+the batched simulator), so one compiled core (``core.kernel``) serves all of them:
+
+``servers[b, j]`` (``SERVER``)  one row per edge server j
+``tasks[b, i]``   (``TASK``)    one row per task of the episode, in arrival order
+``clock[b]``      (``CLOCK``)   episode counters and the current time
+
+Who writes what: the simulator's ``reset`` fills ``tasks`` with a workload and zeroes the rest; the
+kernel's ``launch``/``advance`` are the only writers afterwards. The host writes arrivals and measured
+completions itself and calls the same ``launch``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .config import EATConfig
+from .profiles import PATCH_COUNTS
+
+# task states
+FUTURE, QUEUED, RUNNING, DONE = 0, 1, 2, 3
+# episode status
+ACTIVE, TERMINATED, TRUNCATED = 0, 1, 2
+
+NO_MODEL = -1
+NO_GROUP = -1
+
+SERVER = np.dtype(
+    [
+        ("busy_until", "f8"),  # time the server's current task ends (idle iff busy_until <= time)
+        ("speed", "f8"),  # speed factor c_j
+        ("model", "i8"),  # loaded model type, NO_MODEL at start
+        ("group", "i8"),  # id of the group it belongs to, NO_GROUP when ungrouped
+        ("group_size", "i8"),  # size of that group, 0 when ungrouped
+        ("up", "i8"),  # 1 if usable (the host marks failed workers 0; always 1 in the simulator)
+    ],
+    align=True,
+)
+
+TASK = np.dtype(
+    [
+        ("arrival", "f8"),
+        ("start", "f8"),
+        ("finish", "f8"),
+        ("init", "f8"),
+        ("exec", "f8"),
+        ("quality", "f8"),
+        ("reward", "f8"),
+        ("patches", "i8"),
+        ("model", "i8"),
+        ("steps", "i8"),
+        ("state", "i8"),  # FUTURE / QUEUED / RUNNING / DONE
+        ("reload", "i8"),
+        ("servers", "i8"),  # bitmask of the server set S_i
+        ("order", "i8"),  # launch sequence number (several tasks may start at one instant)
+    ],
+    align=True,
+)
+
+CLOCK = np.dtype(
+    [
+        ("time", "f8"),
+        ("n_tasks", "i8"),  # tasks in this episode (rows of ``tasks`` beyond it are unused)
+        ("n_arrived", "i8"),  # tasks [0, n_arrived) have arrived
+        ("head", "i8"),  # every task before it has been launched (queue scans start here)
+        ("first_open", "i8"),  # every task before it is done (completion scans start here)
+        ("n_launched", "i8"),
+        ("n_done", "i8"),
+        ("n_reload", "i8"),
+        ("next_group", "i8"),  # next group id to hand out
+        ("status", "i8"),  # ACTIVE / TERMINATED / TRUNCATED
+        ("decisions", "i8"),  # env steps taken this episode
+    ],
+    align=True,
+)
+
+PARAMS = np.dtype(
+    [
+        ("tick", "f8"),
+        ("time_limit", "f8"),
+        ("time_scale", "f8"),
+        ("q_max", "f8"),
+        ("q_min", "f8"),
+        ("w_t", "f8"),
+        ("w_w", "f8"),
+        ("w_q", "f8"),
+        ("w_p", "f8"),
+        ("r_max", "f8"),
+        ("regroup_time", "f8"),  # < 0: extension off
+        ("speed_max", "f8"),
+        ("uniform_speed", "i8"),  # 1 if every server has the same speed (selector shortcut)
+        ("s_min", "i8"),
+        ("s_max", "i8"),
+        ("queue_len", "i8"),
+        ("event_mode", "i8"),
+        ("paper_literal", "i8"),
+        ("max_patches", "i8"),
+        ("n_models", "i8"),
+    ],
+    align=True,
+)
+
+N_FEATURES = 7
+"""Columns of the token matrix: a type column (0 task, 1 server) then six features (see sim.env)."""
+
+
+def make_params(cfg: EATConfig) -> np.ndarray:
+    p = np.zeros(1, PARAMS)
+    r = p[0]
+    for name in ("tick", "time_limit", "time_scale", "q_max", "q_min", "w_t", "w_w", "w_q", "w_p", "r_max",
+                 "s_min", "s_max", "queue_len", "n_models"):
+        r[name] = getattr(cfg, name)
+    r["regroup_time"] = -1.0 if cfg.regroup_time is None else cfg.regroup_time
+    r["speed_max"] = max(cfg.server_speeds)
+    r["uniform_speed"] = int(len(set(cfg.server_speeds)) == 1)
+    r["event_mode"] = int(cfg.mode == "event")
+    r["paper_literal"] = int(cfg.paper_literal)
+    r["max_patches"] = max(PATCH_COUNTS)
+    return p
+
+
+def make_time_tables(cfg: EATConfig) -> tuple[np.ndarray, np.ndarray]:
+    """step_time[k] and init_time[k] indexed by patch count (NaN where the profile has no entry)."""
+    prof = cfg.time_profile
+    step = np.full(max(PATCH_COUNTS) + 1, np.nan)
+    init = np.full(max(PATCH_COUNTS) + 1, np.nan)
+    for k in prof.patch_counts:
+        step[k] = prof.step_time[k]
+        init[k] = prof.init_time[k]
+    return step, init
+
+
+def allocate(cfg: EATConfig, batch: int = 1, max_tasks: int | None = None):
+    """Zeroed (servers, tasks, clock) arrays for ``batch`` independent clusters."""
+    t = max_tasks or cfg.tasks_per_episode
+    servers = np.zeros((batch, cfg.nodes), SERVER)
+    tasks = np.zeros((batch, t), TASK)
+    clock = np.zeros(batch, CLOCK)
+    return servers, tasks, clock

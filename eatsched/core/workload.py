@@ -1,0 +1,173 @@
+"""Arrival processes: where an episode's tasks come from.
+
+Every process draws only from the ``np.random.Generator`` it is handed (the env's ``np_random``), so
+episodes are reproducible from ``reset(seed=...)`` and never touch the global RNGs.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .config import ConfigError, EATConfig
+from .profiles import PATCH_COUNTS
+
+
+@dataclass
+class Workload:
+    """One episode's tasks in arrival order."""
+
+    arrival: np.ndarray  # seconds, non-decreasing
+    patches: np.ndarray  # k_i
+    models: np.ndarray  # model type index
+    prompts: list[str] | None = None
+
+    def __len__(self) -> int:
+        return len(self.arrival)
+
+
+class ArrivalProcess:
+    """Base class: ``sample(rng)`` returns one episode's ``Workload``."""
+
+    def sample(self, rng: np.random.Generator) -> Workload:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    @property
+    def max_tasks(self) -> int:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def sample_batch(self, rng: np.random.Generator, n: int):
+        """n episodes' workloads as padded arrays (arrival, patches, models, counts), shapes (n, T)."""
+        ws = [self.sample(rng) for _ in range(n)]
+        t = self.max_tasks
+        arrival = np.full((n, t), np.inf)
+        patches = np.zeros((n, t), np.int64)
+        models = np.zeros((n, t), np.int64)
+        counts = np.zeros(n, np.int64)
+        for q, w in enumerate(ws):
+            m = len(w)
+            arrival[q, :m], patches[q, :m], models[q, :m], counts[q] = w.arrival, w.patches, w.models, m
+        return arrival, patches, models, counts
+
+
+class PoissonArrivals(ArrivalProcess):
+    """Exact Poisson arrivals: exponential gaps of mean 1/rate, the first one after time 0."""
+
+    def __init__(self, cfg: EATConfig):
+        self.rate = cfg.rate
+        self.n = cfg.tasks_per_episode
+        self.choices = np.asarray(cfg.patch_choices, dtype=np.int64)
+        self.n_models = cfg.n_models
+
+    @property
+    def max_tasks(self) -> int:
+        return self.n
+
+    def _kinds(self, u: np.ndarray):
+        """Patch counts and model types from uniforms u (2, n): uniform over the choices / model types."""
+        patches = self.choices[(u[0] * len(self.choices)).astype(np.int64)]
+        models = (u[1] * self.n_models).astype(np.int64)
+        return patches, models
+
+    def sample(self, rng: np.random.Generator) -> Workload:
+        # one draw for everything (a reset is on the simulator's hot path): exponential gaps by inversion
+        u = rng.random((3, self.n))
+        arrival = np.cumsum(-np.log1p(-u[0]) / self.rate)
+        patches, models = self._kinds(u[1:])
+        return Workload(arrival, patches, models)
+
+
+    def sample_batch(self, rng: np.random.Generator, n: int):
+        # same transformation as ``sample``, all episodes in one draw
+        u = rng.random((3, n, self.n))
+        arrival = np.cumsum(-np.log1p(-u[0]) / self.rate, axis=1)
+        patches, models = self._kinds(u[1:])
+        return arrival, patches, models, np.full(n, self.n, np.int64)
+
+
+class BurstyArrivals(PoissonArrivals):
+    """Two-state Markov-modulated Poisson process with the same mean rate as ``cfg.rate``.
+
+    A burst state (rate x burst_factor) holds a ``burst_fraction`` of the time on average; the calm state
+    runs slower so the long-run mean stays ``rate``. States last exponential times with mean 10/rate."""
+
+    def __init__(self, cfg: EATConfig):
+        super().__init__(cfg)
+        f, b = cfg.burst_fraction, cfg.burst_factor
+        self.rates = (cfg.rate * (1 - f * b) / (1 - f), cfg.rate * b)  # calm, burst
+        self.hold = (10.0 / cfg.rate * (1 - f) / 0.5, 10.0 / cfg.rate * f / 0.5)
+        self.burst_fraction = f
+
+    def sample(self, rng: np.random.Generator) -> Workload:
+        out = np.empty(self.n)
+        t = 0.0
+        state = int(rng.random() < self.burst_fraction)  # start in the stationary distribution
+        switch = rng.exponential(self.hold[state])
+        i = 0
+        while i < self.n:
+            gap = rng.exponential(1.0 / self.rates[state])
+            if t + gap > switch:  # memoryless: restart the draw in the next state
+                t = switch
+                state = 1 - state
+                switch = t + rng.exponential(self.hold[state])
+                continue
+            t += gap
+            out[i] = t
+            i += 1
+        patches, models = self._kinds(rng.random((2, self.n)))
+        return Workload(out, patches, models)
+
+    sample_batch = ArrivalProcess.sample_batch
+
+
+class TraceArrivals(ArrivalProcess):
+    """Replay a CSV trace with columns ``arrival`` (seconds), ``patches``, ``prompt`` and optional
+    ``model``. Every episode replays the whole trace; the rng is not used."""
+
+    def __init__(self, cfg: EATConfig):
+        self.path = Path(cfg.trace_path or "")
+        self.workload = read_trace(self.path, cfg)
+
+    @property
+    def max_tasks(self) -> int:
+        return len(self.workload)
+
+    def sample(self, rng: np.random.Generator) -> Workload:
+        w = self.workload
+        return Workload(w.arrival.copy(), w.patches.copy(), w.models.copy(), list(w.prompts or []))
+
+
+def read_trace(path: Path, cfg: EATConfig) -> Workload:
+    if not path.is_file():
+        raise ConfigError("trace_path", f"trace file {str(path)!r} does not exist")
+    rows = []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"arrival", "patches"} - set(reader.fieldnames or [])
+        if missing:
+            raise ConfigError("trace_path", f"trace {path.name} lacks column(s) {sorted(missing)}")
+        for n, row in enumerate(reader, start=2):
+            try:
+                a, k = float(row["arrival"]), int(row["patches"])
+                m = int(row.get("model") or 0)
+            except ValueError as e:
+                raise ConfigError("trace_path", f"{path.name} line {n}: {e}") from None
+            if not (a >= 0) or k not in PATCH_COUNTS or k > cfg.nodes or not (0 <= m < cfg.n_models):
+                raise ConfigError("trace_path", f"{path.name} line {n}: bad arrival/patches/model {row}")
+            rows.append((a, k, m, row.get("prompt") or ""))
+    if not rows:
+        raise ConfigError("trace_path", f"trace {path.name} has no tasks")
+    rows.sort(key=lambda r: r[0])  # stable: equal times keep file order
+    return Workload(
+        np.array([r[0] for r in rows], dtype=np.float64),
+        np.array([r[1] for r in rows], dtype=np.int64),
+        np.array([r[2] for r in rows], dtype=np.int64),
+        [r[3] for r in rows],
+    )
+
+
+def make_arrivals(cfg: EATConfig) -> ArrivalProcess:
+    return {"poisson": PoissonArrivals, "bursty": BurstyArrivals, "trace": TraceArrivals}[cfg.arrival](cfg)

@@ -1,0 +1,1 @@
+"""Runs that produce numbers: simulate, benchmarks (and later the paper grid)."""

@@ -1,0 +1,125 @@
+"""BatchedEATEnv: many EAT environments stepped by one compiled call per step (for fast training).
+
+Same semantics as ``EATEnv`` (the same kernel runs both; ``tests/test_vector.py`` replays a batched
+env's workloads and actions in single envs and compares every reward and observation). Episodes
+auto-reset in the same step: the returned observation of an env whose episode just ended is the first
+observation of its next episode, and ``infos["final_obs"]`` holds the last one.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+
+from ..core import kernel
+from ..core.config import EATConfig
+from ..core.metrics import summarize
+from ..core.state import ACTIVE, N_FEATURES, TERMINATED, TRUNCATED, allocate, make_params, make_time_tables
+from ..core.workload import make_arrivals
+
+PARALLEL_MIN_ENVS = 256
+"""From this many envs on, steps are spread over the CPU cores."""
+
+
+class BatchedEATEnv(VectorEnv):
+    """``num_envs`` independent clusters with one config; actions (num_envs, 2 + L) in [-1, 1].
+
+    Seeding: ``reset(seed=s)`` seeds one generator for all workloads of the batch (episodes are drawn
+    in one vectorized call), so runs are reproducible from ``s``; the episodes differ from those of
+    single envs seeded ``s``.
+    """
+
+    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, num_envs: int, config: EATConfig | None = None, *, flat: bool = False,
+                 parallel: bool | None = None, copy_obs: bool = True, **overrides):
+        if num_envs < 1:
+            raise ValueError("num_envs must be >= 1")
+        self.config = cfg = (config or EATConfig()).replace(**overrides)
+        self.num_envs = num_envs
+        self.flat = flat
+        self.copy_obs = copy_obs  # False: step() returns the internal buffer, valid until the next step
+        self.arrivals = make_arrivals(cfg)
+        self._params = make_params(cfg)
+        self._step_time, self._init_time = make_time_tables(cfg)
+        self._speeds = np.asarray(cfg.server_speeds, np.float64)
+        self._servers, self._tasks, self._clock = allocate(cfg, num_envs, self.arrivals.max_tasks)
+        self._obs = np.zeros((num_envs, cfg.token_rows, N_FEATURES), np.float32)
+        self._info = np.zeros((num_envs, kernel.N_INFO), np.float64)
+        self._rewards = np.zeros(num_envs, np.float64)
+        self._actions = np.zeros((num_envs, cfg.action_dim), np.float32)
+        self._returns = np.zeros(num_envs, np.float64)
+        self.rng = np.random.default_rng()
+        use_parallel = num_envs >= PARALLEL_MIN_ENVS if parallel is None else parallel
+        self._step_fn = kernel.step_batch_parallel if use_parallel else kernel.step_batch
+        self._step_args = (self._servers, self._tasks, self._clock, self._params, self._step_time,
+                           self._init_time, self._actions, self._rewards, self._obs, self._info)
+        self._step_kernel = kernel.bind(self._step_fn, *self._step_args)
+        self._ended: list[tuple[np.ndarray, np.ndarray]] = []  # (task rows, returns) of ended episodes
+
+        single_act = spaces.Box(-1.0, 1.0, (cfg.action_dim,), np.float32)
+        high = np.ones((cfg.token_rows, N_FEATURES), np.float32)
+        high[:, 2] = cfg.time_limit / cfg.time_scale
+        if flat:
+            high = high.reshape(-1)
+        single_obs = spaces.Box(np.zeros_like(high), high, high.shape, np.float32)
+        self.single_action_space = single_act
+        self.single_observation_space = single_obs
+        self.action_space = gym.vector.utils.batch_space(single_act, num_envs)
+        self.observation_space = gym.vector.utils.batch_space(single_obs, num_envs)
+
+    # --- API ---------------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self._reset_envs(np.arange(self.num_envs))
+        self._ended.clear()
+        return self._observations(), {}
+
+    def step(self, actions):
+        self._actions[:] = actions
+        self._step_kernel(*self._step_args)
+        status = self._info[:, kernel.INFO_STATUS]
+        terminated = status == TERMINATED
+        truncated = status == TRUNCATED
+        rewards = self._rewards.copy()
+        self._returns += rewards
+        infos: dict = {}
+        ended = np.flatnonzero(status != ACTIVE)
+        if len(ended):
+            obs = self._obs.reshape(self.num_envs, -1) if self.flat else self._obs
+            infos["final_obs"] = obs[ended]  # fancy indexing copies
+            infos["ended"] = ended
+            infos["episode_return"] = self._returns[ended].copy()
+            self._ended.append((self._tasks[ended].copy(), self._clock["n_tasks"][ended].copy(),
+                                infos["episode_return"]))
+            self._reset_envs(ended)
+        return self._observations(), rewards, terminated, truncated, infos
+
+    def pop_episode_metrics(self) -> list[dict]:
+        """Metrics of the episodes that ended since the last call (for training logs)."""
+        out = []
+        for rows, counts, returns in self._ended:
+            for r, n, ret in zip(rows, counts, returns, strict=True):
+                m = summarize(r[:n])
+                m["reward"] = float(ret)
+                out.append(m)
+        self._ended.clear()
+        return out
+
+    # --- internals ---------------------------------------------------------------------------------
+    def _reset_envs(self, idx: np.ndarray) -> None:
+        arrival, patches, models, counts = self.arrivals.sample_batch(self.rng, len(idx))
+        kernel.reset_many(self._servers, self._tasks, self._clock, self._params, self._speeds,
+                          idx.astype(np.int64), arrival, patches, models, counts, self._obs, self._info)
+        self._returns[idx] = 0.0
+
+    def _observations(self) -> np.ndarray:
+        obs = self._obs.reshape(self.num_envs, -1) if self.flat else self._obs
+        return obs.copy() if self.copy_obs else obs
+
+    @property
+    def action_masks(self) -> np.ndarray:
+        return self._obs[:, : self.config.queue_len, 5] == 1.0
