@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 
 from eatsched.algos import make_policy, policy_names
+from eatsched.algos.heuristics import AdaptivePolicy
 from eatsched.core import kernel
 from eatsched.core.config import EATConfig
 from eatsched.experiments.simulate import simulate
@@ -69,7 +70,7 @@ def test_random_policy_is_seeded():
 
 def test_adaptive_prefers_reuse_and_lowers_steps_under_load():
     cfg = EATConfig(nodes=8, rate=0.1)
-    pol = make_policy("adaptive", cfg)
+    pol = AdaptivePolicy(cfg, high=26, per_task=3)
     tok = np.zeros((18, 7), np.float32)
     tok[:3, 1] = 1  # three queued tasks
     tok[:3, 5] = 1  # all can start
@@ -82,6 +83,15 @@ def test_adaptive_prefers_reuse_and_lowers_steps_under_load():
     tok[1:3, 5] = 0
     a = pol.act(tok, {"action_mask": tok[:10, 5] > 0.5})
     assert int(np.argmax(a[2:])) == 0 and kernel.decode_steps(a[1], 5, 32) == 26
+    assert kernel.decode_steps(make_policy("adaptive", cfg).act(tok, {"action_mask": tok[:10, 5] > 0.5})[1],
+                               5, 32) == 16
+
+
+def test_adaptive_beats_greedy_and_fifo_on_efficiency():
+    cfg = EATConfig(nodes=8, rate=0.5)
+    eff = {p: simulate(make_policy(p, cfg), cfg, episodes=10, seed=100).summary()["efficiency"]
+           for p in ("adaptive", "greedy", "fifo", "random")}
+    assert eff["adaptive"] > max(eff["greedy"], eff["fifo"], eff["random"])
 
 
 def test_unknown_policy_and_checkpoint_on_heuristic():
