@@ -90,13 +90,11 @@ PARAMS = np.dtype(
         ("r_max", "f8"),
         ("regroup_time", "f8"),  # < 0: extension off
         ("speed_max", "f8"),
-        ("uniform_speed", "i8"),  # 1 if every server has the same speed (selector shortcut)
         ("s_min", "i8"),
         ("s_max", "i8"),
         ("queue_len", "i8"),
         ("event_mode", "i8"),
         ("paper_literal", "i8"),
-        ("max_patches", "i8"),
         ("n_models", "i8"),
     ],
     align=True,
@@ -114,10 +112,8 @@ def make_params(cfg: EATConfig) -> np.ndarray:
         r[name] = getattr(cfg, name)
     r["regroup_time"] = -1.0 if cfg.regroup_time is None else cfg.regroup_time
     r["speed_max"] = max(cfg.server_speeds)
-    r["uniform_speed"] = int(len(set(cfg.server_speeds)) == 1)
     r["event_mode"] = int(cfg.mode == "event")
     r["paper_literal"] = int(cfg.paper_literal)
-    r["max_patches"] = max(PATCH_COUNTS)
     return p
 
 
