@@ -75,7 +75,7 @@ class AdaptivePolicy(Policy):
 
     * Task: among tasks that can start now, the oldest one whose model and size match an idle group
       (starts without a cold start); otherwise the oldest that can start.
-    * Steps: ``high`` (16: q = 0.226 at a third less execution time than saturation), minus
+    * Steps: ``high`` (16: q = 0.228 at 38% less execution time than 26, where q saturates), minus
       ``per_task`` for every further queued task, never below ``low``. ``per_task`` is 0 by default:
       in a sweep (8 nodes, rates 0.1 and 0.5, 20 episodes; README) lowering quality under load cost more
       efficiency than the latency it saved, and 14-18 fixed steps beat greedy on efficiency.
