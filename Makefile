@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 $(BIN)/eat: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q "torch==2.13.0"  # CPU build; a bare torch requirement may pull a multi-GB CUDA build
+	$(BIN)/pip install -q -e ".[all,dev]"
 	@touch $(BIN)/eat
 
 setup: $(BIN)/eat
