@@ -555,23 +555,31 @@ def _write_info(tasks, clock, out, reward):
 
 
 @jit
-def _step_env(servers, tasks, clock, p, step_time, init_time, action, rewards, obs, info, vis, sel, work):
+def _step_env(servers, tasks, clock, p, step_time, init_time, action, obs, info, mask, vis, sel, work):
     if clock.status != ACTIVE:
-        rewards[0] = 0.0
+        info[INFO_REWARD] = 0.0
         return
     r = _step_one(servers, tasks, clock, p, step_time, init_time, action, vis, sel, work)
-    rewards[0] = r
     build_obs(servers, tasks, clock, p, obs)
     _write_info(tasks, clock, info, r)
+    _write_mask(obs, mask)
 
 
 @jit
-def step_batch(servers, tasks, clock, params, step_time, init_time, actions, rewards, obs, info):
+def _write_mask(obs, mask):
+    """Action mask: visible tasks that can start now (the observation's can-start column)."""
+    for q in range(mask.shape[0]):
+        mask[q] = obs[q, 5] == 1.0
+
+
+@jit
+def step_batch(servers, tasks, clock, params, step_time, init_time, actions, obs, info, mask):
     """One step of every env in the batch: decide, launch or wait, jump ahead, observe.
 
-    Envs whose episode already ended are left untouched (reward 0)."""
-    _step_chunk(servers, tasks, clock, params, step_time, init_time, actions, rewards, obs, info, 0,
-                servers.shape[0])
+    Writes each env's observation into ``obs[b]``, its counters and the step's reward into ``info[b]``
+    (``INFO_*`` columns) and its action mask into ``mask[b]``. Envs whose episode already ended are
+    left untouched (reward 0)."""
+    _step_chunk(servers, tasks, clock, params, step_time, init_time, actions, obs, info, mask, 0, servers.shape[0])
 
 
 PARALLEL_CHUNK = 64
@@ -579,30 +587,30 @@ PARALLEL_CHUNK = 64
 
 
 @jit
-def _step_chunk(servers, tasks, clock, params, step_time, init_time, actions, rewards, obs, info, lo, hi):
+def _step_chunk(servers, tasks, clock, params, step_time, init_time, actions, obs, info, mask, lo, hi):
     p = params[0]
     n = servers.shape[1]
     vis = np.empty(p.queue_len, np.int64)
     sel = np.empty(n, np.int64)
     work = np.empty(2 * n, np.int64)
     for b in range(lo, hi):
-        _step_env(servers[b], tasks[b], clock[b], p, step_time, init_time, actions[b], rewards[b:b + 1], obs[b],
-                  info[b], vis, sel, work)
+        _step_env(servers[b], tasks[b], clock[b], p, step_time, init_time, actions[b], obs[b], info[b], mask[b],
+                  vis, sel, work)
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def step_batch_parallel(servers, tasks, clock, params, step_time, init_time, actions, rewards, obs, info):
+def step_batch_parallel(servers, tasks, clock, params, step_time, init_time, actions, obs, info, mask):
     """``step_batch`` with the envs spread over the CPU cores in chunks (for large batches)."""
     nb_env = servers.shape[0]
     chunks = (nb_env + PARALLEL_CHUNK - 1) // PARALLEL_CHUNK
     for c in nb.prange(chunks):
         hi = min((c + 1) * PARALLEL_CHUNK, nb_env)
-        _step_chunk(servers, tasks, clock, params, step_time, init_time, actions, rewards, obs, info,
+        _step_chunk(servers, tasks, clock, params, step_time, init_time, actions, obs, info, mask,
                     c * PARALLEL_CHUNK, hi)
 
 
 @jit
-def reset_env(servers, tasks, clock, params, speeds, arrival, patches, models, obs, info):
+def reset_env(servers, tasks, clock, params, speeds, arrival, patches, models, obs, info, mask):
     """Start a new episode in one env: servers idle and empty, the workload loaded, the clock at the
     first decision point, the observation written."""
     p = params[0]
@@ -645,23 +653,24 @@ def reset_env(servers, tasks, clock, params, speeds, arrival, patches, models, o
     settle(servers, tasks, clock, p)
     build_obs(servers, tasks, clock, p, obs)
     _write_info(tasks, clock, info, 0.0)
+    _write_mask(obs, mask)
 
 
 @jit
-def reset_batch(servers, tasks, clock, params, speeds, arrival, patches, models, obs, info):
+def reset_batch(servers, tasks, clock, params, speeds, arrival, patches, models, obs, info, mask):
     """``reset_env`` for a batch of one (the single env's entry point)."""
-    reset_env(servers[0], tasks[0], clock[0], params, speeds, arrival, patches, models, obs[0], info[0])
+    reset_env(servers[0], tasks[0], clock[0], params, speeds, arrival, patches, models, obs[0], info[0], mask[0])
 
 
 @jit
-def reset_many(servers, tasks, clock, params, speeds, idx, arrival, patches, models, counts, obs, info):
+def reset_many(servers, tasks, clock, params, speeds, idx, arrival, patches, models, counts, obs, info, mask):
     """``reset_env`` for envs ``idx``; workload q (row q of arrival/patches/models, ``counts[q]`` tasks)
     goes to env ``idx[q]``."""
     for q in range(idx.shape[0]):
         b = idx[q]
         n = counts[q]
         reset_env(servers[b], tasks[b], clock[b], params, speeds, arrival[q, :n], patches[q, :n], models[q, :n],
-                  obs[b], info[b])
+                  obs[b], info[b], mask[b])
 
 
 @jit

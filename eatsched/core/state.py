@@ -39,6 +39,8 @@ SERVER = np.dtype(
     align=True,
 )
 
+# narrow integer fields keep a task row at 80 bytes with no padding (padding bytes would be left undefined):
+# the batched simulator is bound by memory traffic
 TASK = np.dtype(
     [
         ("arrival", "f8"),
@@ -48,13 +50,13 @@ TASK = np.dtype(
         ("exec", "f8"),
         ("quality", "f8"),
         ("reward", "f8"),
-        ("patches", "i8"),
-        ("model", "i8"),
-        ("steps", "i8"),
-        ("state", "i8"),  # FUTURE / QUEUED / RUNNING / DONE
-        ("reload", "i8"),
         ("servers", "i8"),  # bitmask of the server set S_i
-        ("order", "i8"),  # launch sequence number (several tasks may start at one instant)
+        ("order", "i4"),  # launch sequence number (several tasks may start at one instant)
+        ("model", "i4"),
+        ("steps", "i2"),
+        ("patches", "i2"),
+        ("state", "i2"),  # FUTURE / QUEUED / RUNNING / DONE
+        ("reload", "i2"),
     ],
     align=True,
 )

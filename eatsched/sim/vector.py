@@ -48,14 +48,14 @@ class BatchedEATEnv(VectorEnv):
         self._servers, self._tasks, self._clock = allocate(cfg, num_envs, self.arrivals.max_tasks)
         self._obs = np.zeros((num_envs, cfg.token_rows, N_FEATURES), np.float32)
         self._info = np.zeros((num_envs, kernel.N_INFO), np.float64)
-        self._rewards = np.zeros(num_envs, np.float64)
+        self._mask = np.zeros((num_envs, cfg.queue_len), np.bool_)
         self._actions = np.zeros((num_envs, cfg.action_dim), np.float32)
         self._returns = np.zeros(num_envs, np.float64)
         self.rng = np.random.default_rng()
         use_parallel = num_envs >= PARALLEL_MIN_ENVS if parallel is None else parallel
         self._step_fn = kernel.step_batch_parallel if use_parallel else kernel.step_batch
         self._step_args = (self._servers, self._tasks, self._clock, self._params, self._step_time,
-                           self._init_time, self._actions, self._rewards, self._obs, self._info)
+                           self._init_time, self._actions, self._obs, self._info, self._mask)
         self._step_kernel = kernel.bind(self._step_fn, *self._step_args)
         self._ended: list[tuple[np.ndarray, np.ndarray]] = []  # (task rows, returns) of ended episodes
 
@@ -84,7 +84,7 @@ class BatchedEATEnv(VectorEnv):
         status = self._info[:, kernel.INFO_STATUS]
         terminated = status == TERMINATED
         truncated = status == TRUNCATED
-        rewards = self._rewards.copy()
+        rewards = self._info[:, kernel.INFO_REWARD].copy()
         self._returns += rewards
         infos: dict = {}
         ended = np.flatnonzero(status != ACTIVE)
@@ -113,7 +113,7 @@ class BatchedEATEnv(VectorEnv):
     def _reset_envs(self, idx: np.ndarray) -> None:
         arrival, patches, models, counts = self.arrivals.sample_batch(self.rng, len(idx))
         kernel.reset_many(self._servers, self._tasks, self._clock, self._params, self._speeds,
-                          idx.astype(np.int64), arrival, patches, models, counts, self._obs, self._info)
+                          idx.astype(np.int64), arrival, patches, models, counts, self._obs, self._info, self._mask)
         self._returns[idx] = 0.0
 
     def _observations(self) -> np.ndarray:
@@ -122,4 +122,5 @@ class BatchedEATEnv(VectorEnv):
 
     @property
     def action_masks(self) -> np.ndarray:
-        return self._obs[:, : self.config.queue_len, 5] == 1.0
+        """(num_envs, L) bool: visible tasks that can start now."""
+        return self._mask.copy()
