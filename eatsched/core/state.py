@@ -31,10 +31,10 @@ SERVER = np.dtype(
     [
         ("busy_until", "f8"),  # time the server's current task ends (idle iff busy_until <= time)
         ("speed", "f8"),  # speed factor c_j
-        ("model", "i8"),  # loaded model type, NO_MODEL at start
-        ("group", "i8"),  # id of the group it belongs to, NO_GROUP when ungrouped
-        ("group_size", "i8"),  # size of that group, 0 when ungrouped
-        ("up", "i8"),  # 1 if usable (the host marks failed workers 0; always 1 in the simulator)
+        ("model", "i4"),  # loaded model type, NO_MODEL at start
+        ("group", "i4"),  # id of the group it belongs to, NO_GROUP when ungrouped
+        ("group_size", "i4"),  # size of that group, 0 when ungrouped
+        ("up", "i4"),  # 1 if usable (the host marks failed workers 0; always 1 in the simulator)
     ],
     align=True,
 )
