@@ -466,28 +466,32 @@ def build_obs(servers, tasks, clock, p, out):
     L = p.queue_len
     n = servers.shape[0]
     t = clock.time
-    ts = p.time_scale
-    tmax = p.time_limit / ts
+    inv_ts = 1.0 / p.time_scale  # multiplications instead of divisions: this runs on every step
+    inv_models = 1.0 / p.n_models
+    inv_n = 1.0 / n
+    inv_speed = 1.0 / p.speed_max
+    tmax = p.time_limit * inv_ts
     idle = 0
     ready = np.int64(0)  # bit (model * 9 + k): an idle group of size k holding the model exists
     for j in range(n):
         s = servers[j]
-        row = L + j
-        rem = (s.busy_until - t) / ts
-        is_idle = _idle(s, t)
+        row = out[L + j]
+        busy_until = s.busy_until
+        is_idle = s.up == 1 and busy_until <= t
         if is_idle:
             idle += 1
             if s.group != NO_GROUP:
                 key = s.model * 9 + s.group_size
                 if key < 63:
                     ready |= np.int64(1) << np.int64(key)
-        out[row, 0] = 1.0
-        out[row, 1] = 1.0 if is_idle else 0.0
-        out[row, 2] = 0.0 if rem <= 0.0 else (rem if rem < tmax else tmax)
-        out[row, 3] = (s.model + 1) / p.n_models
-        out[row, 4] = s.group_size / n
-        out[row, 5] = s.speed / p.speed_max
-        out[row, 6] = 1.0 if s.up == 1 else 0.0
+        rem = (busy_until - t) * inv_ts
+        row[0] = 1.0
+        row[1] = 1.0 if is_idle else 0.0
+        row[2] = 0.0 if rem <= 0.0 else (rem if rem < tmax else tmax)
+        row[3] = (s.model + 1) * inv_models
+        row[4] = s.group_size * inv_n
+        row[5] = s.speed * inv_speed
+        row[6] = 1.0 if s.up == 1 else 0.0
     r = 0
     for i in range(clock.head, clock.n_arrived):
         if r == L:
@@ -495,24 +499,27 @@ def build_obs(servers, tasks, clock, p, out):
         task = tasks[i]
         if task.state != QUEUED:
             continue
-        w = (t - task.arrival) / ts
-        can = task.patches <= idle
-        key = task.model * 9 + task.patches
+        row = out[r]
+        w = (t - task.arrival) * inv_ts
+        k = task.patches
+        can = k <= idle
+        key = task.model * 9 + k
         if key < 63:
             has_group = (ready >> np.int64(key)) & 1 == 1
         else:
-            has_group = find_reuse_group(servers, t, task.patches, task.model) >= 0
-        out[r, 0] = 0.0
-        out[r, 1] = 1.0
-        out[r, 2] = w if w < tmax else tmax
-        out[r, 3] = task.patches / MAX_PATCHES
-        out[r, 4] = (task.model + 1) / p.n_models
-        out[r, 5] = 1.0 if can else 0.0
-        out[r, 6] = 1.0 if can and has_group else 0.0
+            has_group = find_reuse_group(servers, t, k, task.model) >= 0
+        row[0] = 0.0
+        row[1] = 1.0
+        row[2] = w if w < tmax else tmax
+        row[3] = k * (1.0 / MAX_PATCHES)
+        row[4] = (task.model + 1) * inv_models
+        row[5] = 1.0 if can else 0.0
+        row[6] = 1.0 if can and has_group else 0.0
         r += 1
     for q in range(r, L):
-        for c in range(out.shape[1]):
-            out[q, c] = 0.0
+        row = out[q]
+        for c in range(row.shape[0]):
+            row[c] = 0.0
 
 
 @jit

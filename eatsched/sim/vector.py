@@ -8,7 +8,10 @@ observation of its next episode, and ``infos["final_obs"]`` holds the last one.
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
+import numba
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
@@ -18,6 +21,18 @@ from ..core.config import EATConfig
 from ..core.metrics import summarize
 from ..core.state import ACTIVE, N_FEATURES, TERMINATED, TRUNCATED, allocate, make_params, make_time_tables
 from ..core.workload import make_arrivals
+
+
+def _use_usable_cores() -> None:
+    """Numba starts one thread per CPU of the machine; under a CPU affinity mask (containers, taskset) that
+    oversubscribes the cores we may use, so cap its threads at those."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return
+    if "NUMBA_NUM_THREADS" not in os.environ and numba.get_num_threads() > usable:
+        numba.set_num_threads(usable)
+
 
 PARALLEL_MIN_ENVS = 256
 """From this many envs on, steps are spread over the CPU cores."""
@@ -53,6 +68,8 @@ class BatchedEATEnv(VectorEnv):
         self._returns = np.zeros(num_envs, np.float64)
         self.rng = np.random.default_rng()
         use_parallel = num_envs >= PARALLEL_MIN_ENVS if parallel is None else parallel
+        if use_parallel:
+            _use_usable_cores()
         self._step_fn = kernel.step_batch_parallel if use_parallel else kernel.step_batch
         self._step_args = (self._servers, self._tasks, self._clock, self._params, self._step_time,
                            self._init_time, self._actions, self._obs, self._info, self._mask)
