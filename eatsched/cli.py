@@ -135,6 +135,85 @@ def bench_env(
     out.print(t)
 
 
+# --- serving (issue 5) -------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    bind: str = typer.Option("127.0.0.1", "--bind", help="address to listen on"),
+    port: int = typer.Option(8000, help="port to listen on"),
+    data_dir: Path = typer.Option(Path("eat-data"), "--data-dir", help="SQLite store and images live here"),
+    nodes: int = typer.Option(8, help="servers N the policy schedules (worker slots)"),
+    policy: str = typer.Option("eat", help="eat (else adaptive, with a warning) | adaptive | greedy | fifo"),
+    checkpoint: str | None = typer.Option(None, help="checkpoint of a learned policy"),
+    profile: str = typer.Option("reference", help="time profile the online predictor starts from"),
+    time_scale: float = typer.Option(1.0, "--time-scale", help="wall seconds per model second (the workers' value)"),
+    model: list[str] = typer.Option(["sd-v1-4"], "--model", help="model names served (repeat; first is default)"),
+    token: str | None = typer.Option(None, envvar="EAT_TOKEN", help="bearer token for writes and workers"),
+    heartbeat_timeout: float = typer.Option(5.0, "--heartbeat-timeout", help="seconds before a silent worker is down"),
+    heartbeat: float = typer.Option(1.0, "--heartbeat", help="seconds between worker heartbeats"),
+    rate_limit: float = typer.Option(50.0, "--rate-limit", help="submissions/s per client (0: no limit)"),
+    log_level: str = typer.Option("info", "--log-level"),
+):
+    """Run the host: HTTP API (docs at /docs), durable queue, scheduling loop, web page at /."""
+    import logging
+
+    from .serving.api import run_host
+    from .serving.settings import HostSettings
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        s = HostSettings(bind=bind, port=port, data_dir=str(data_dir), nodes=nodes, policy=policy,
+                         checkpoint=checkpoint, profile=profile, time_scale=time_scale, models=tuple(model),
+                         token=token, heartbeat_s=heartbeat, heartbeat_timeout_s=heartbeat_timeout,
+                         rate_limit=rate_limit)
+        err.print(f"eat serve: http://{bind}:{port}/  (API docs /docs, data in {data_dir})")
+        run_host(s, log_level=log_level.lower())
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+
+
+@app.command()
+def worker(
+    host: str = typer.Option("http://127.0.0.1:8000", help="URL of the host"),
+    backend: str = typer.Option("simulated", help="simulated | diffusers"),
+    worker_id: str | None = typer.Option(None, "--id", help="worker name (default hostname-pid)"),
+    port: int = typer.Option(0, help="torch.distributed rendezvous port when rank 0 (0: a free port)"),
+    speed: float = typer.Option(1.0, help="speed factor of this server"),
+    time_scale: float = typer.Option(1.0, "--time-scale", help="simulated backend: wall seconds per model second"),
+    profile: str = typer.Option("reference", help="simulated backend: time profile"),
+    model: str | None = typer.Option(None, help="diffusers backend: model id or path"),
+    device: str | None = typer.Option(None, help="diffusers backend: device (cpu, cuda:0, ...)"),
+    token: str | None = typer.Option(None, envvar="EAT_TOKEN", help="bearer token of the host"),
+    log_level: str = typer.Option("warning", "--log-level"),
+):
+    """Run an edge worker that takes patch jobs from the host."""
+    import logging
+    import signal
+
+    from .serving.backends import make_backend
+    from .serving.worker import Worker, WorkerSettings
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        opts = ({"profile": profile, "time_scale": time_scale, "speed": speed} if backend == "simulated"
+                else {"model": model, "device": device})
+        be = make_backend(backend, **opts)
+    except (ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+    w = Worker(WorkerSettings(host=host, worker_id=worker_id, speed=speed, port=port, token=token), be)
+
+    def _terminate(*_):
+        w.stop()
+        raise KeyboardInterrupt  # also breaks a long poll in progress
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        w.serve_forever()
+    except KeyboardInterrupt:
+        w.stop()
+    except PermissionError as e:
+        _fail(str(e))
+
+
 def main() -> None:  # pragma: no cover
     app()
 
