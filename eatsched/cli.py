@@ -214,6 +214,44 @@ def worker(
         _fail(str(e))
 
 
+@app.command()
+def submit(
+    prompt: str = typer.Argument(..., help="what to draw"),
+    patches: int = typer.Option(1, help="k: patches (servers) the image is split into"),
+    host: str = typer.Option("http://127.0.0.1:8000", help="URL of the host"),
+    model: str | None = typer.Option(None, help="model name (default: the host's first)"),
+    seed: int | None = typer.Option(None, help="random seed"),
+    negative_prompt: str | None = typer.Option(None, "--negative-prompt"),
+    wait: bool = typer.Option(False, "--wait", help="wait until the task finished"),
+    out_file: Path | None = typer.Option(None, "--out", help="with --wait: save the image here"),
+    token: str | None = typer.Option(None, envvar="EAT_TOKEN", help="bearer token of the host"),
+    as_json: bool = typer.Option(False, "--json", help="print the task as JSON"),
+):
+    """Submit one prompt to a running host (thin client)."""
+    import httpx
+
+    from .serving.client import Client, HostError
+
+    try:
+        with Client(host, token=token) as c:
+            task_id = c.submit(prompt, patches=patches, model=model, seed=seed, negative_prompt=negative_prompt)
+            task = c.wait(task_id) if wait else c.task(task_id)
+            if wait and out_file is not None and task["state"] == "finished":
+                out_file.write_bytes(c.image(task_id))
+    except HostError as e:
+        _fail(str(e))
+    except httpx.TransportError as e:
+        _fail(f"cannot reach the host at {host}: {e}")
+    if as_json:
+        print(json.dumps(task))
+        return
+    out.print(f"task {task['id']}: {task['state']}")
+    if task["state"] == "finished":
+        out.print(f"  steps {task['steps']} on {' '.join(task['servers'])}, response {task['response_s']:.2f} s"
+                  f" (wait {task['wait_s']:.2f}, init {task['init_s']:.2f}, exec {task['exec_s']:.2f})")
+        out.print(f"  image: {host.rstrip('/')}{task['image_url']}" + (f" -> {out_file}" if out_file else ""))
+
+
 def main() -> None:  # pragma: no cover
     app()
 
