@@ -252,6 +252,29 @@ def submit(
         out.print(f"  image: {host.rstrip('/')}{task['image_url']}" + (f" -> {out_file}" if out_file else ""))
 
 
+@app.command()
+def demo(
+    tasks: int = typer.Option(32, help="tasks per episode"),
+    nodes: int = typer.Option(8, help="simulated workers"),
+    rate: float = typer.Option(0.5, help="arrival rate, tasks per model second"),
+    time_scale: float = typer.Option(0.1, "--time-scale", help="wall seconds per model second"),
+    policy: str = typer.Option("eat", help="policy under test (eat falls back to adaptive, named as such)"),
+    baseline: str = typer.Option("fifo", help="policy to compare with"),
+    seed: int = typer.Option(0, help="workload seed"),
+    out_dir: Path = typer.Option(Path("runs/demo-serve"), "--out", help="data dirs, images and logs go here"),
+    as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON at the end"),
+):
+    """Serving system end to end: a host + simulated workers on loopback, real prompts, EAT vs a baseline."""
+    from .serving.demo import DemoSettings, run_demo
+
+    if tasks < 1 or nodes < 1 or not rate > 0 or not time_scale > 0:
+        _fail("tasks and nodes must be >= 1, rate and time scale > 0")
+    rows = run_demo(DemoSettings(nodes=nodes, tasks=tasks, rate=rate, time_scale=time_scale, policy=policy,
+                                 baseline=baseline, seed=seed, out=out_dir), console=err if as_json else out)
+    if as_json:
+        print(json.dumps(rows))
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -92,7 +92,7 @@ def load_policy(name: str, cfg: EATConfig, checkpoint: str | None):
         if name.lower() != "eat" or checkpoint:
             raise
         log.warning("policy 'eat' is not available for %d nodes (%s); falling back to 'adaptive'", cfg.nodes, e)
-        return make_policy("adaptive", cfg), "adaptive (fallback: no EAT checkpoint for this cluster)"
+        return make_policy("adaptive", cfg), "adaptive (EAT fallback: no checkpoint)"
 
 
 class Host:
