@@ -151,3 +151,46 @@ def test_eat_submit_waits_for_the_image(cluster, tmp_path):
     d = json.loads(r.stdout)
     assert d["state"] == "finished" and d["patches"] == 2
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def _chrome():
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not binary or not driver:
+        pytest.skip("chromium / chromedriver not installed (apt-get install -y chromium chromium-driver)")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        opts.add_argument(arg)
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+def test_web_page_in_a_headless_browser_shows_the_task_finishing_and_its_image(cluster):
+    pytest.importorskip("selenium")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser = _chrome()
+    try:
+        browser.get(cluster.url + "/")
+        WebDriverWait(browser, 20).until(lambda b: "policy:" in b.find_element(By.ID, "policy").text)
+        browser.find_element(By.ID, "token").send_keys(TOKEN)
+        browser.find_element(By.ID, "prompt").send_keys("a paper boat on a puddle")
+        browser.find_element(By.ID, "submit").click()
+        row = WebDriverWait(browser, 30).until(lambda b: next(
+            (r for r in b.find_elements(By.CSS_SELECTOR, "tr.task")
+             if "paper boat" in r.text and r.get_attribute("data-state") == "finished"), None))
+        task_id = row.get_attribute("data-id")
+        img = WebDriverWait(browser, 20).until(
+            lambda b: b.find_elements(By.CSS_SELECTOR, f'img.result[data-id="{task_id}"]') or None)[0]
+        WebDriverWait(browser, 20).until(lambda b: b.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth > 0", img))
+        assert browser.find_element(By.ID, "msg").text == ""
+        assert "w0" in browser.find_element(By.ID, "servers").text
+    finally:
+        browser.quit()
