@@ -46,6 +46,7 @@ class TimePredictor:
         self.prior_weight = float(prior_weight)
         self.scale = float(scale)
         self._fits: dict[tuple[int, int, str], _Fit] = {}
+        self.version = 0  # bumped by every measurement, so callers refill their tables only on change
 
     def _fit(self, model: int, k: int, server_class: str) -> _Fit:
         key = (model, k, server_class)
@@ -75,6 +76,7 @@ class TimePredictor:
             f.init_sum += init_s
             f.init_n += 1.0
         f.runs += 1
+        self.version += 1
 
     def step_time(self, model: int, k: int, server_class: str = "default") -> float:
         f = self._fit(model, k, server_class)

@@ -101,7 +101,7 @@ class ClusterScheduler:
         self._queued: dict[str, _Queued] = {}
         self.running: dict[str, _Running] = {}
         self._seq = 0
-        self._models_in_use: set[int] = set()
+        self._tables_version = -1
         # the same views the simulator hands out, so state-pricing policies (greedy) work unchanged
         self.view = StateView(self.servers, self.tasks, self.clock, self.params, self.step_time, self.init_time)
         if policy.needs_state:
@@ -213,7 +213,9 @@ class ClusterScheduler:
         bu = s["busy_until"]
         floor = now + HOLD_EPS
         s["busy_until"] = np.where(busy, np.maximum(bu, floor), np.minimum(bu, now))
-        self.predictor.fill_tables(self.step_time, self.init_time)
+        if self._tables_version != self.predictor.version:
+            self.predictor.fill_tables(self.step_time, self.init_time)
+            self._tables_version = self.predictor.version
 
     def _snapshot(self, now: float) -> list[_Queued]:
         """Write the first L + 1 queued tasks (oldest first) into the task rows: all the kernel ever
@@ -248,7 +250,12 @@ class ClusterScheduler:
     def decide(self, now: float) -> list[Launch]:
         """Ask the policy until it waits or nothing can start; every launch is committed to the state."""
         launches: list[Launch] = []
+        if not self._queue:
+            return launches
         self._sync(now)
+        s = self.servers[0]
+        if not ((s["up"] == 1) & (s["busy_until"] <= now)).any():
+            return launches  # nothing can start: no need to ask the policy
         p = self.params[0]
         for _ in range(self.config.nodes):  # at most one launch per server
             if not self._queue:

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -114,8 +116,9 @@ class WorkerResult(BaseModel):
     error: str | None = None
 
 
-def require_token(request: Request) -> None:
-    """Bearer-token check for write endpoints and workers (no-op when the host has no token)."""
+async def require_token(request: Request) -> None:
+    """Bearer-token check for write endpoints and workers (no-op without a token). Async: FastAPI would run a
+    plain function in a thread pool, which costs more than the check."""
     token = request.app.state.settings.token
     if not token:
         return
@@ -127,6 +130,46 @@ def require_token(request: Request) -> None:
 
 
 Auth = Annotated[None, Depends(require_token)]
+
+
+class BodyLimit:
+    """Pure ASGI middleware: 413 for a public request whose declared or streamed body exceeds ``max_bytes``
+    (worker results, which carry images, are exempt)."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH") or \
+                scope["path"].startswith("/v1/workers/"):
+            return await self.app(scope, receive, send)
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                return await self._reject(send)
+        seen = 0
+
+        async def limited_receive():
+            nonlocal seen
+            msg = await receive()
+            seen += len(msg.get("body", b""))
+            if seen > self.max_bytes:
+                raise _TooLarge
+            return msg
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except _TooLarge:
+            await self._reject(send)
+
+    async def _reject(self, send):
+        body = json.dumps({"detail": f"body larger than {self.max_bytes} bytes", "error": "body_too_large"}).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
 
 
 # --- the app ------------------------------------------------------------------------------------------
@@ -166,6 +209,7 @@ def create_app(settings: HostSettings) -> FastAPI:
                   description="EAT serving system: submit text-to-image tasks, watch the cluster, fetch images.")
     app.state.host = host
     app.state.settings = settings
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
@@ -182,15 +226,6 @@ def create_app(settings: HostSettings) -> FastAPI:
                                  "fields": missing}, status_code=422)
         msg = "; ".join(f"{'.'.join(str(x) for x in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errs)
         return JSONResponse({"detail": msg, "error": "invalid_field"}, status_code=422)
-
-    @app.middleware("http")
-    async def _body_limit(request: Request, call_next):
-        if request.method in ("POST", "PUT", "PATCH") and not request.url.path.startswith("/v1/workers/"):
-            size = request.headers.get("content-length")
-            if size is not None and size.isdigit() and int(size) > settings.max_body_bytes:
-                return JSONResponse({"detail": f"body larger than {settings.max_body_bytes} bytes",
-                                     "error": "body_too_large"}, status_code=413)
-        return await call_next(request)
 
     def task_or_404(task_id: str) -> dict:
         row = host.store.get(task_id)
@@ -223,10 +258,10 @@ def create_app(settings: HostSettings) -> FastAPI:
         model = body.model or settings.models[0]
         if model not in settings.models:
             raise ApiError(422, "unknown_model", f"unknown model {model!r}; this host serves {list(settings.models)}")
-        seed = body.seed if body.seed is not None else int.from_bytes(__import__("os").urandom(4), "little")
-        row = host.submit(prompt=body.prompt, negative_prompt=body.negative_prompt, patches=body.patches, model=model,
-                          seed=seed, width=body.width or settings.width, height=body.height or settings.height,
-                          client=client)
+        seed = body.seed if body.seed is not None else int.from_bytes(os.urandom(4), "little")
+        row = await host.submit_async(prompt=body.prompt, negative_prompt=body.negative_prompt, patches=body.patches,
+                                      model=model, seed=seed, width=body.width or settings.width,
+                                      height=body.height or settings.height, client=client)
         return {"id": row["id"], "state": QUEUED, "url": f"/v1/tasks/{row['id']}"}
 
     @app.get("/v1/tasks", response_model=TaskPage, tags=["tasks"])

@@ -116,6 +116,7 @@ class Host:
         self.runs: dict[str, Run] = {}
         self.pending: dict[str, dict] = {}  # task_id -> stored row, for queued tasks (job parameters)
         self.wake: asyncio.Event | None = None
+        self._adds: list[tuple[dict, asyncio.Future]] = []  # submissions waiting for the group commit
         self._loop_task: asyncio.Task | None = None
         # metrics
         self.decision_ms: collections.deque = collections.deque(maxlen=10000)
@@ -184,17 +185,38 @@ class Host:
                 log.exception("scheduling step failed")
 
     # --- tasks --------------------------------------------------------------------------------------------
-    def submit(self, *, prompt: str, negative_prompt: str | None, patches: int, model: str, seed: int,
-               width: int, height: int, client: str | None) -> dict:
-        """Store the task durably, then queue it (the caller has validated the input)."""
-        task_id = uuid.uuid4().hex
-        row = self.store.add(task_id, prompt=prompt, negative_prompt=negative_prompt, patches=patches, model=model,
-                             seed=seed, width=width, height=height, client=client)
-        row.update(prompt=prompt, negative_prompt=negative_prompt, patches=patches, model=model, seed=seed,
-                   width=width, height=height)
+    def submit(self, **fields) -> dict:
+        """Store the task durably, then queue it (the caller has validated ``fields``: prompt,
+        negative_prompt, patches, model, seed, width, height, client)."""
+        row = self.store.add(uuid.uuid4().hex, **fields)
         self._enqueue_row(row)
         self.poke()
         return row
+
+    async def submit_async(self, **fields) -> dict:
+        """``submit`` with group commit: the submissions that arrive in one turn of the event loop are
+        committed in one SQLite transaction, and each caller resumes once its task is durable."""
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._adds.append(({"id": uuid.uuid4().hex, **fields}, fut))
+        if len(self._adds) == 1:
+            loop.call_soon(self._flush_adds)
+        return await fut
+
+    def _flush_adds(self) -> None:
+        batch, self._adds = self._adds, []
+        try:
+            rows = self.store.add_many([t for t, _ in batch])
+        except Exception as e:  # noqa: BLE001 - every waiting request gets the error
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
+        for row, (_, fut) in zip(rows, batch, strict=True):
+            self._enqueue_row(row)
+            if not fut.done():
+                fut.set_result(row)
+        self.poke()
 
     def cancel(self, task_id: str) -> bool:
         if self.sched.cancel(task_id):

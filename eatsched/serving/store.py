@@ -95,19 +95,39 @@ class TaskStore:
             return counts
 
     # --- writes ---------------------------------------------------------------------------------------
-    def add(self, task_id: str, *, prompt: str, negative_prompt: str | None, patches: int, model: str, seed: int,
-            width: int, height: int, client: str | None) -> dict:
+    def add(self, task_id: str, **fields) -> dict:
+        """Store one new task (queued). ``fields``: prompt, negative_prompt, patches, model, seed, width,
+        height, client."""
+        return self.add_many([{"id": task_id, **fields}])[0]
+
+    def add_many(self, tasks: list[dict]) -> list[dict]:
+        """Store several new tasks in one transaction (the host's group commit); returns their rows."""
         now = time.time()
         with self._lock:
-            self._seq += 1
-            seq = self._seq
-        self._tx([
+            rows = []
+            for t in tasks:
+                self._seq += 1
+                rows.append({**t, "seq": self._seq, "created_at": now, "state": QUEUED})
+        self._tx_many([
             ("INSERT INTO tasks (id, seq, prompt, negative_prompt, patches, model, seed, width, height, client, state,"
-             " created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-             (task_id, seq, prompt, negative_prompt, patches, model, seed, width, height, client, QUEUED, now)),
-            ("INSERT INTO transitions (task_id, state, at, detail) VALUES (?,?,?,?)", (task_id, QUEUED, now, None)),
+             " created_at) VALUES (:id, :seq, :prompt, :negative_prompt, :patches, :model, :seed, :width, :height,"
+             " :client, :state, :created_at)", rows),
+            ("INSERT INTO transitions (task_id, state, at, detail) VALUES (?,?,?,NULL)",
+             [(r["id"], QUEUED, now) for r in rows]),
         ])
-        return {"id": task_id, "seq": seq, "created_at": now, "state": QUEUED}
+        return rows
+
+    def _tx_many(self, statements: list[tuple[str, list]]) -> None:
+        with self._lock:
+            cur = self._db.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, seq in statements:
+                    cur.executemany(sql, seq)
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
 
     def start(self, task_id: str, *, steps: int, servers: list[str], reload: bool, predicted_init_s: float,
               predicted_exec_s: float, quality_est: float) -> int:
