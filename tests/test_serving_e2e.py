@@ -182,14 +182,13 @@ def test_web_page_in_a_headless_browser_shows_the_task_finishing_and_its_image(c
         browser.find_element(By.ID, "token").send_keys(TOKEN)
         browser.find_element(By.ID, "prompt").send_keys("a paper boat on a puddle")
         browser.find_element(By.ID, "submit").click()
-        row = WebDriverWait(browser, 30).until(lambda b: next(
-            (r for r in b.find_elements(By.CSS_SELECTOR, "tr.task")
-             if "paper boat" in r.text and r.get_attribute("data-state") == "finished"), None))
-        task_id = row.get_attribute("data-id")
-        img = WebDriverWait(browser, 20).until(
-            lambda b: b.find_elements(By.CSS_SELECTOR, f'img.result[data-id="{task_id}"]') or None)[0]
+        # the page re-renders its tables every second, so read them in one script call (no stale elements)
+        task_id = WebDriverWait(browser, 30).until(lambda b: b.execute_script(
+            "const r = [...document.querySelectorAll('tr.task')].find((r) => r.textContent.includes('paper boat')"
+            " && r.dataset.state === 'finished'); return r ? r.dataset.id : null;"))
         WebDriverWait(browser, 20).until(lambda b: b.execute_script(
-            "return arguments[0].complete && arguments[0].naturalWidth > 0", img))
+            "const i = document.querySelector(`img.result[data-id='${arguments[0]}']`);"
+            " return i !== null && i.complete && i.naturalWidth > 0;", task_id))
         assert browser.find_element(By.ID, "msg").text == ""
         assert "w0" in browser.find_element(By.ID, "servers").text
     finally:
