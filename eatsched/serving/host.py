@@ -35,6 +35,8 @@ log = logging.getLogger("eatsched.host")
 
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000)
 """Histogram buckets (wall seconds) of the task response time in /metrics."""
+STALL_GRACE_S = 0.5
+"""A scheduling-loop gap longer than this (beyond the tick) counts as a host stall, not worker silence."""
 REDELIVER_AFTER_HEARTBEATS = 3
 """A delivered job the worker's heartbeats keep saying it is not running is sent again after this many."""
 
@@ -116,6 +118,7 @@ class Host:
         self.runs: dict[str, Run] = {}
         self.pending: dict[str, dict] = {}  # task_id -> stored row, for queued tasks (job parameters)
         self.wake: asyncio.Event | None = None
+        self._last_check = time.monotonic()
         self._adds: list[tuple[dict, asyncio.Future]] = []  # submissions waiting for the group commit
         self._loop_task: asyncio.Task | None = None
         # metrics
@@ -144,6 +147,7 @@ class Host:
             self._enqueue_row(row)
         if recovered:
             log.info("recovered %d queued tasks from %s", len(recovered), self.store.path)
+        self._last_check = time.monotonic()
         self._loop_task = asyncio.create_task(self._loop(), name="scheduling-loop")
 
     async def stop(self) -> None:
@@ -397,10 +401,20 @@ class Host:
         return env
 
     def check_heartbeats(self) -> None:
-        limit = time.monotonic() - self.settings.heartbeat_timeout_s
+        """Mark workers silent past the timeout down. If the host itself was stalled (its loop did not run,
+        e.g. starved of CPU), that time does not count as the workers' silence: their heartbeats are
+        waiting unread in the host's sockets."""
+        now = time.monotonic()
+        stall = now - self._last_check - self.settings.tick_s
+        self._last_check = now
+        if stall > STALL_GRACE_S:
+            log.warning("host loop stalled for %.1f s; not counting it against worker heartbeats", stall)
+            for w in self.workers.values():
+                w.last_seen += stall
+        limit = now - self.settings.heartbeat_timeout_s
         for w in list(self.workers.values()):
             if w.up and w.last_seen < limit:
-                log.warning("worker %s silent for %.1f s: marked down", w.id, time.monotonic() - w.last_seen)
+                log.warning("worker %s silent for %.1f s: marked down", w.id, now - w.last_seen)
                 self.worker_failures += 1
                 self._take_down(w, "heartbeat timeout")
 
