@@ -183,3 +183,16 @@ def test_search_step_budget_and_missing_checkpoint(tmp_path):
         load_search("genetic", TINY.replace(nodes=6))
     with pytest.raises(ValueError, match="not both"):
         train_search("genetic", TINY, tmp_path, steps=10, minutes=1.0, progress=False)
+
+
+SHIPPED = [(4, 0.05), (8, 0.10), (12, 0.15)]
+
+
+@pytest.mark.parametrize("algo", ["genetic", "harmony"])
+@pytest.mark.parametrize(("nodes", "rate"), SHIPPED)
+def test_shipped_search_checkpoints_load_and_run(algo, nodes, rate):
+    cfg = EATConfig(nodes=nodes, rate=rate)
+    policy = load_search(algo, cfg)  # checkpoint=None: the shipped file for this cluster size
+    assert policy.sequence.shape == (2048, cfg.action_dim)
+    res = simulate(policy, cfg, episodes=1, seed=0).summary()
+    assert res["tasks_completed"] == cfg.tasks_per_episode

@@ -33,6 +33,7 @@ import numpy as np
 from gymnasium.utils import seeding
 
 from ..core.config import EATConfig
+from ..core.workload import make_arrivals
 from ..sim.vector import BatchedEATEnv
 from .base import Policy
 from .baseline_common import (
@@ -104,7 +105,10 @@ class SearchArgs:
 
 # --- fitness: many sequences x training workloads in one batched env ---------------------------------
 class _FixedWorkloadEnvs(BatchedEATEnv):
-    """A ``BatchedEATEnv`` whose env b always replays workload ``b mod S`` of a fixed list (also on autoreset)."""
+    """A ``BatchedEATEnv`` whose env b always replays workload ``b mod S`` of a fixed list (also on autoreset).
+
+    It overrides the private ``_reset_envs`` hook (``BatchedEATEnv`` has no public way to choose workloads);
+    ``tests/test_baselines.py`` checks the fitness against single-env replays, so a change there shows."""
 
     def __init__(self, num_envs: int, config: EATConfig, workloads: tuple[np.ndarray, ...]):
         super().__init__(num_envs, config, copy_obs=False)
@@ -126,7 +130,7 @@ class SequenceFitness:
     def __init__(self, config: EATConfig, seeds: list[int]):
         self.config = config
         self.seeds = list(seeds)
-        arrivals = BatchedEATEnv(1, config).arrivals
+        arrivals = make_arrivals(config)
         ws = [arrivals.sample(seeding.np_random(s)[0]) for s in self.seeds]  # as EATEnv.reset(seed=s) draws
         t = max(len(w) for w in ws)
         arrival = np.full((len(ws), t), np.inf)
@@ -257,9 +261,7 @@ def _run_genetic(run: _Run, seed: int, max_generations: int | None) -> None:
     import pygad  # noqa: PLC0415 - optional dependency (extra "learn")
 
     args, cfg = run.args, run.config
-    rng = np.random.default_rng(seed)
     shape = (args.horizon, cfg.action_dim)
-    initial = rng.uniform(-1.0, 1.0, (args.population, *shape)).reshape(args.population, -1)
 
     def fitness_batch(ga, solutions, indices):
         seqs = np.asarray(solutions, np.float32).reshape(len(solutions), *shape)
@@ -287,7 +289,10 @@ def _run_genetic(run: _Run, seed: int, max_generations: int | None) -> None:
         num_parents_mating=args.parents_mating,
         fitness_func=fitness_batch,
         fitness_batch_size=args.population,
-        initial_population=initial,
+        sol_per_pop=args.population,
+        num_genes=args.horizon * cfg.action_dim,
+        init_range_low=-1.0,  # PyGAD draws the initial population (its own generator, seeded below): passing
+        init_range_high=1.0,  # one in costs seconds of gene-by-gene validation at 2048 x 12 genes
         gene_type=np.float32,
         parent_selection_type="sss",
         keep_elitism=args.elitism,
