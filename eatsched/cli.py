@@ -147,7 +147,7 @@ def evaluate(
     optimal: int = typer.Option(0, help="also solve this many small instances exactly and print optimality gaps"),
 ):
     """Rerun the paper's evaluation grid: tables (md + csv), efficiency.png, optional training.png."""
-    from .experiments.evaluate import DEFAULT_ALGOS, EvalSettings, METRICS, plot_training
+    from .experiments.evaluate import DEFAULT_ALGOS, METRICS, EvalSettings, plot_training
     from .experiments.evaluate import evaluate as run
 
     names = tuple(a.strip().lower() for a in algos.split(",") if a.strip()) if algos else DEFAULT_ALGOS

@@ -188,6 +188,8 @@ def run_cell(cell: Cell, cfg: EATConfig, seed0: int, seeds: int, checkpoint: str
     from .simulate import simulate  # noqa: PLC0415
 
     t0 = time.perf_counter()
+    # warm-up on a throwaway policy and seed, so compile/cache loading is not timed as decision time
+    simulate(make_policy(cell.algo, cfg, checkpoint=checkpoint, seed=seed0), cfg, 1, seed0 - 1)
     policy = make_policy(cell.algo, cfg, checkpoint=checkpoint, seed=seed0)
     res = simulate(policy, cfg, seeds, seed0)
     summary = res.summary()
@@ -256,6 +258,7 @@ def evaluate(settings: EvalSettings, out: Path, *, warn: Callable[[str], None] =
             cfg_n = settings.base.replace(nodes=nodes, rate=rates[0])
             ckpt, reason = (None, None) if algo in HEURISTICS else probe(algo, cfg_n, settings.checkpoints)
             if reason is not None:
+                reason = reason.splitlines()[0][:200]
                 skipped[f"{algo}-n{nodes}"] = reason
                 warn(f"skipping {algo} on {nodes} nodes: {reason}")
                 continue
@@ -339,7 +342,7 @@ def write_outputs(ev: Evaluation, out: Path) -> None:
     out = Path(out)
     (out / "settings.json").write_text(json.dumps(ev.settings.to_dict(), indent=1))
     (out / "skipped.json").write_text(json.dumps(ev.skipped, indent=1))
-    for metric, (key, title, fmt) in METRICS.items():
+    for metric, (key, _title, _fmt) in METRICS.items():
         header, rows = table_rows(ev, metric)
         with (out / f"{metric}.csv").open("w", newline="") as f:
             w = csv.writer(f)
