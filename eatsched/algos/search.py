@@ -105,23 +105,16 @@ class SearchArgs:
 
 # --- fitness: many sequences x training workloads in one batched env ---------------------------------
 class _FixedWorkloadEnvs(BatchedEATEnv):
-    """A ``BatchedEATEnv`` whose env b always replays workload ``b mod S`` of a fixed list (also on autoreset).
-
-    It overrides the private ``_reset_envs`` hook (``BatchedEATEnv`` has no public way to choose workloads);
-    ``tests/test_baselines.py`` checks the fitness against single-env replays, so a change there shows."""
+    """A ``BatchedEATEnv`` whose env b always replays workload ``b mod S`` of a fixed list (also on autoreset)."""
 
     def __init__(self, num_envs: int, config: EATConfig, workloads: tuple[np.ndarray, ...]):
         super().__init__(num_envs, config, copy_obs=False)
         self._workloads = workloads
 
-    def _reset_envs(self, idx: np.ndarray) -> None:
-        from ..core import kernel  # noqa: PLC0415
-
+    def next_workloads(self, idx: np.ndarray):
         arrival, patches, models, counts = self._workloads
         q = idx % len(counts)
-        kernel.reset_many(self._servers, self._tasks, self._clock, self._params, self._speeds, idx.astype(np.int64),
-                          arrival[q], patches[q], models[q], counts[q], self._obs, self._info)
-        self._returns[idx] = 0.0
+        return arrival[q], patches[q], models[q], counts[q]
 
 
 class SequenceFitness:

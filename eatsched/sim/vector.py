@@ -128,10 +128,16 @@ class BatchedEATEnv(VectorEnv):
 
     # --- internals ---------------------------------------------------------------------------------
     def _reset_envs(self, idx: np.ndarray) -> None:
-        arrival, patches, models, counts = self.arrivals.sample_batch(self.rng, len(idx))
+        arrival, patches, models, counts = self.next_workloads(idx)
         kernel.reset_many(self._servers, self._tasks, self._clock, self._params, self._speeds,
                           idx.astype(np.int64), arrival, patches, models, counts, self._obs, self._info, self._mask)
         self._returns[idx] = 0.0
+
+    def next_workloads(self, idx: np.ndarray):
+        """Workloads for the episodes about to start in envs ``idx``: ``(arrival, patches, models, counts)``,
+        row q for env ``idx[q]`` (float64 / int64 arrays, rows padded past ``counts[q]``). Drawn from the
+        arrival process; override to replay fixed workloads (``algos.search`` does)."""
+        return self.arrivals.sample_batch(self.rng, len(idx))
 
     def _observations(self) -> np.ndarray:
         obs = self._obs.reshape(self.num_envs, -1) if self.flat else self._obs
