@@ -196,3 +196,12 @@ def test_shipped_search_checkpoints_load_and_run(algo, nodes, rate):
     assert policy.sequence.shape == (2048, cfg.action_dim)
     res = simulate(policy, cfg, episodes=1, seed=0).summary()
     assert res["tasks_completed"] == cfg.tasks_per_episode
+
+
+@pytest.mark.parametrize(("nodes", "rate"), SHIPPED)
+def test_shipped_ppo_checkpoints_load_and_run(nodes, rate):
+    cfg = EATConfig(nodes=nodes, rate=rate)
+    policy = load_ppo(cfg)
+    assert EATConfig.from_dict(policy.model.eat_config) == cfg
+    res = simulate(policy, cfg, episodes=1, seed=0).summary()
+    assert res["tasks_completed"] == cfg.tasks_per_episode
