@@ -59,7 +59,7 @@ METRICS: dict[str, tuple[str, str, str]] = {
 """The tables ``evaluate`` writes, in the paper's order."""
 
 EPISODE_KEYS = ("mean_quality", "mean_response_s", "p95_response_s", "reload_rate", "efficiency",
-                "mean_decision_ms", "reward", "completed_fraction")
+                "mean_decision_ms", "reward", "completed_fraction", "decisions")
 
 
 # --- statistics ---------------------------------------------------------------------------------------------

@@ -372,7 +372,7 @@ def compare_on_instance(cfg: EATConfig, seed: int, names: Sequence[str], *, node
             "response_lower_bound_s": response_lower_bound(cfg, w)}
 
 
-def gap_study(names: Sequence[str], *, instances: int = 5, nodes: int = 4, tasks: int = 6, rate: float = 0.05,
+def gap_study(names: Sequence[str], *, instances: int = 5, nodes: int = 4, tasks: int = 5, rate: float = 0.05,
               seed0: int = 1_000_000, node_limit: int = 300_000,
               warn: Callable[[str], None] | None = None) -> list[dict]:
     """Mean optimality gaps of every scheduler over ``instances`` small instances (seeds seed0..)."""

@@ -82,11 +82,12 @@ def _side_by_side(ev: Evaluation, metric: str) -> list[str]:
         if any(p == p for p in theirs):
             paper_mean[algo] = float(np.nanmean(theirs))
     hb = HIGHER_IS_BETTER[metric]
-    lines += ["", f"Ordering, best first, by the mean over the columns above -- ours: {ordering(ours_mean, hb)}"]
+    lines += ["", "Ordering, best first, by the mean over the columns above:", "",
+              f"* ours: {ordering(ours_mean, hb)}"]
     if paper_mean:
         common = {a: v for a, v in paper_mean.items() if a in ours_mean}
-        lines += [f"; paper (all its algorithms): {ordering(paper_mean, hb)}",
-                  f"; paper restricted to the algorithms we ran: {ordering(common, hb) or '(none)'}"]
+        lines += [f"* paper, all its algorithms: {ordering(paper_mean, hb)}",
+                  f"* paper, only the algorithms we ran: {ordering(common, hb) or '(none)'}"]
     return lines + [""]
 
 
@@ -96,10 +97,11 @@ def results_section(ev: Evaluation) -> str:
              f"grid `{s.grid}`, {s.seeds} held-out seeds per cell ({s.seed0}..{s.seed0 + s.seeds - 1}), "
              f"algorithms: {', '.join(a for a in s.algos if any(c.algo == a for c in ev.records))}.", ""]
     if ev.skipped:
-        lines += ["Skipped (module or checkpoint missing when the run was made): "
-                  + ", ".join(sorted(ev.skipped)), ""]
+        algos = sorted({k.rsplit("-n", 1)[0] for k in ev.skipped})
+        lines += ["Skipped (module or checkpoint missing when the run was made): " + ", ".join(algos), ""]
     for metric in METRICS:
         lines += _side_by_side(ev, metric)
+    lines += ["![Fig. 8: efficiency (mean quality / mean response) per cluster size](results-efficiency.png)", ""]
     lines += [END, ""]
     return "\n".join(lines)
 
@@ -180,4 +182,6 @@ def write_report(run_dir: Path, results_md: Path | None = None) -> tuple[Path, P
                          f"<style>{style}</style></head><body>\n" + "\n".join(html_parts) + "\n</body></html>\n")
     if results_md is not None:
         update_results_md(results_md, ev)
+        if (run_dir / "efficiency.png").is_file():
+            Path(results_md).with_name("results-efficiency.png").write_bytes((run_dir / "efficiency.png").read_bytes())
     return md_path, html_path
