@@ -301,8 +301,9 @@ def response_lower_bound(cfg: EATConfig, w: Workload) -> float:
 
     Relaxation: the cluster becomes one preemptive machine of speed sum(c_j); task i is k_i * s_min *
     step_time(k_i) seconds of work (a real run does at least that much, at no more than its servers' speed),
-    so SRPT's total completion time bounds every schedule's. Each response is also at least its fastest
-    execution, and the first task to start initializes; the larger of the two sums is returned, per task."""
+    so SRPT's total completion time bounds every schedule's. Second bound, per task: it either initializes, or
+    reuses a group of its size and model that another task j formed by a reload, which is idle no earlier than
+    a_j + init + p_j; so response_i >= p_i + min(init_i, earliest such time - a_i). The larger mean is returned."""
     prof = cfg.time_profile
     speeds = np.asarray(cfg.server_speeds, np.float64)
     cap, cmax = float(speeds.sum()), float(speeds.max())
@@ -329,8 +330,18 @@ def response_lower_bound(cfg: EATConfig, w: Workload) -> float:
             remaining[i] -= t_next - t
             t = t_next
     srpt = total_c - a.sum()
-    trivial = p.sum() + min(prof.init_time[int(x)] for x in k)
-    return max(srpt, trivial) / len(a)
+    # per task: either it initializes, or it reuses a group of its size and model that another task j created
+    # by a reload, which cannot be idle before a_j + init + p_j
+    m = np.asarray(w.models, np.int64)
+    init = np.array([prof.init_time[int(x)] for x in k])
+    ready = a + init + p
+    per_task = 0.0
+    for i in range(len(a)):
+        same = (k == k[i]) & (m == m[i])
+        same[i] = False
+        earliest = ready[same].min() if same.any() else math.inf
+        per_task += p[i] + min(init[i], max(0.0, earliest - a[i]))
+    return max(srpt, per_task) / len(a)
 
 
 # --- comparisons ----------------------------------------------------------------------------------------------

@@ -44,7 +44,9 @@ def load_evaluation(run_dir: Path) -> Evaluation:
     skipped_f = run_dir / "skipped.json"
     skipped = json.loads(skipped_f.read_text()) if skipped_f.is_file() else {}
     wall = sum(r.get("wall_s", 0.0) for r in records.values())
-    return Evaluation(settings, records, skipped, [], wall)
+    bound_f = run_dir / "response_bound.json"
+    bounds = json.loads(bound_f.read_text()) if bound_f.is_file() else {}
+    return Evaluation(settings, records, skipped, [], wall, bounds)
 
 
 def ordering(values: dict[str, float], higher_better: bool) -> str:
@@ -81,6 +83,12 @@ def _side_by_side(ev: Evaluation, metric: str) -> list[str]:
             ours_mean[algo] = float(np.nanmean(mine))
         if any(p == p for p in theirs):
             paper_mean[algo] = float(np.nanmean(theirs))
+    if metric == "response" and ev.response_bounds:
+        lines.append("| *lower bound (any schedule)* | " + " | ".join(
+            fmt.format(ev.response_bounds[f"N{n} {r:g}"]) if f"N{n} {r:g}" in ev.response_bounds else "-"
+            for n, r in cols) + " |")
+        lines += ["", "The lower bound (docs/optimal.md) holds where every task finishes; at 4 nodes and rates 0.01 "
+                  "and 0.03 episodes are truncated at 1,024 s, and means are over finished tasks only."]
     hb = HIGHER_IS_BETTER[metric]
     lines += ["", "Ordering, best first, by the mean over the columns above:", "",
               f"* ours: {ordering(ours_mean, hb)}"]
