@@ -198,7 +198,7 @@ def optimal(
     rate: float = typer.Option(0.05, help="Poisson arrival rate (tasks/s)"),
     seed: int = typer.Option(0, help="workload seed"),
     algos: str = typer.Option("random,fifo,greedy,adaptive", help="schedulers to compare"),
-    node_limit: int = typer.Option(300_000, help="branch-and-bound node limit"),
+    node_limit: int = typer.Option(2_000_000, help="branch-and-bound node limit"),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Solve one small instance exactly (offline, arrivals known) and print every scheduler's gap."""

@@ -99,6 +99,8 @@ class _Search:
         self.best_plan: list | None = None
         # the optimistic per-task term as a function of (wait + init), on the fastest server
         self.cmax = float(self.speed.max())
+        self._best_cache: dict[tuple[float, int], float] = {}  # exact memo: the same waits recur across nodes
+        self._cand_cache: dict[tuple[float, float], list[tuple[int, float]]] = {}
 
     # --- per-task terms -------------------------------------------------------------------------------------
     def _terms(self, W: float, st: float) -> np.ndarray:
@@ -113,6 +115,10 @@ class _Search:
         """Non-dominated (steps, term): each strictly better than every smaller step count."""
         if self.obj == "response":
             return [(self.cfg.s_min, -(W + self.cfg.s_min * st))]
+        key = (W, st)
+        hit = self._cand_cache.get(key)
+        if hit is not None:
+            return hit
         f = self._terms(W, st)
         out, best = [], -math.inf
         for s, v in zip(self.steps.tolist(), f.tolist(), strict=True):
@@ -120,20 +126,24 @@ class _Search:
                 out.append((s, v))
                 best = v
         out.reverse()  # most promising (highest term) first
+        self._cand_cache[key] = out
         return out
 
     def best_term(self, W: float, k: int) -> float:
-        return float(self._terms(W, self.step_s[k] / self.cmax).max())
+        key = (W, k)
+        v = self._best_cache.get(key)
+        if v is None:
+            v = self._best_cache[key] = float(self._terms(W, self.step_s[k] / self.cmax).max())
+        return v
 
     # --- state helpers ------------------------------------------------------------------------------------------
     def _intact(self, prev, masks) -> list[int]:
         """For each server, the task whose group it still forms (-1: not in an intact group)."""
-        out = [-1] * self.N
-        for j in range(self.N):
-            p = prev[j]
-            if p >= 0 and all(prev[q] == p for q in range(self.N) if (masks[p] >> q) & 1):
-                out[j] = p
-        return out
+        count: dict[int, int] = {}
+        for p in prev:
+            count[p] = count.get(p, 0) + 1
+        # p's group is intact iff every one of its k_p servers still has p as its last task
+        return [p if p >= 0 and count[p] == self.k[p] else -1 for p in prev]
 
     def _sets(self, k: int, free, prev, masks, intact) -> list[tuple[int, ...]]:
         """Server sets of size k up to symmetry: servers with equal release time, speed, model and group
@@ -265,7 +275,7 @@ class _Search:
         return recs
 
 
-def solve(cfg: EATConfig, w: Workload, objective: str = "reward", *, node_limit: int = 300_000,
+def solve(cfg: EATConfig, w: Workload, objective: str = "reward", *, node_limit: int = 2_000_000,
           incumbent: np.ndarray | None = None) -> Solution:
     """Offline optimum of ``objective`` ("reward": max R0; "response": min mean response) on workload ``w``.
 
@@ -354,7 +364,7 @@ def run_scheduler(name: str, cfg: EATConfig, seed: int, checkpoint: str | None =
     return res.task_records[0], float(res.episodes[0]["reward"])
 
 
-def compare_on_instance(cfg: EATConfig, seed: int, names: Sequence[str], *, node_limit: int = 300_000,
+def compare_on_instance(cfg: EATConfig, seed: int, names: Sequence[str], *, node_limit: int = 2_000_000,
                         warn: Callable[[str], None] | None = None) -> dict:
     """Solve the instance of ``seed`` for both objectives and measure every scheduler's gap to it."""
     w = instance(cfg, seed)
@@ -391,7 +401,7 @@ def compare_on_instance(cfg: EATConfig, seed: int, names: Sequence[str], *, node
 
 
 def gap_study(names: Sequence[str], *, instances: int = 5, nodes: int = 4, tasks: int = 5, rate: float = 0.05,
-              seed0: int = 2_000_000, node_limit: int = 300_000,
+              seed0: int = 2_000_000, node_limit: int = 2_000_000,
               warn: Callable[[str], None] | None = None) -> list[dict]:
     """Mean optimality gaps of every scheduler over ``instances`` small instances (seeds seed0..)."""
     cfg = EATConfig(nodes=nodes, rate=rate, tasks_per_episode=tasks)
