@@ -91,13 +91,13 @@ def test_second_run_recomputes_nothing_and_changed_settings_recompute(grid, tmp_
 def test_report_markdown_html_and_results_section(grid, tmp_path):
     _, out, _, _ = grid
     results = tmp_path / "results.md"
-    results.write_text(f"# Results\n\nhand-written intro\n\n{BEGIN}\nold\n{END}\n\nhand-written outro\n")
+    results.write_text(f"# Results\n\nhand-written intro\n\n{BEGIN}\nSTALE-TEXT\n{END}\n\nhand-written outro\n")
     md, html = write_report(out, results_md=results)
     text = md.read_text()
     assert "Table IX" in text and "Table XII" in text and '"base_config"' in text
     assert "data:image/png;base64," in html.read_text()
     doc = results.read_text()
-    assert "hand-written intro" in doc and "hand-written outro" in doc and "old" not in doc.split(BEGIN)[1]
+    assert "hand-written intro" in doc and "hand-written outro" in doc and "STALE-TEXT" not in doc
     assert "(0.270)" in doc  # the paper's greedy quality beside ours
     assert "Ordering, best first" in doc
 
