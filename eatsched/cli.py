@@ -169,7 +169,8 @@ def evaluate(
     if optimal > 0:
         from .experiments.optimal import gap_study, gap_table_markdown
 
-        rows = gap_study(names, instances=optimal, warn=lambda m: err.print(f"[yellow]warning:[/] {m}"))
+        rows = gap_study(names, instances=optimal, warn=lambda m: err.print(f"[yellow]warning:[/] {m}"),
+                         checkpoints=checkpoints)
         (out_dir / "optimality.md").write_text(gap_table_markdown(rows))
         out.print((out_dir / "optimality.md").read_text())
     out.print(f"{len(ev.records)} cells ({len(ev.computed)} computed, {len(ev.records) - len(ev.computed)} stored) "

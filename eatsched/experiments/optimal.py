@@ -365,13 +365,16 @@ def run_scheduler(name: str, cfg: EATConfig, seed: int, checkpoint: str | None =
 
 
 def compare_on_instance(cfg: EATConfig, seed: int, names: Sequence[str], *, node_limit: int = 2_000_000,
-                        warn: Callable[[str], None] | None = None) -> dict:
-    """Solve the instance of ``seed`` for both objectives and measure every scheduler's gap to it."""
+                        warn: Callable[[str], None] | None = None, checkpoints=None) -> dict:
+    """Solve the instance of ``seed`` for both objectives and measure every scheduler's gap to it.
+    ``checkpoints``: a ``--checkpoints`` folder for learned schedulers (None: the shipped ones)."""
+    from .evaluate import checkpoint_path  # noqa: PLC0415
+
     w = instance(cfg, seed)
     runs = {}
     for name in names:
         try:
-            runs[name] = run_scheduler(name, cfg, seed)
+            runs[name] = run_scheduler(name, cfg, seed, checkpoint_path(name, cfg.nodes, checkpoints))
         except (ImportError, ValueError, FileNotFoundError, OSError) as e:
             if warn is None:
                 raise
@@ -402,14 +405,14 @@ def compare_on_instance(cfg: EATConfig, seed: int, names: Sequence[str], *, node
 
 def gap_study(names: Sequence[str], *, instances: int = 5, nodes: int = 4, tasks: int = 5, rate: float = 0.05,
               seed0: int = 2_000_000, node_limit: int = 2_000_000,
-              warn: Callable[[str], None] | None = None) -> list[dict]:
+              warn: Callable[[str], None] | None = None, checkpoints=None) -> list[dict]:
     """Mean optimality gaps of every scheduler over ``instances`` small instances (seeds seed0..)."""
     cfg = EATConfig(nodes=nodes, rate=rate, tasks_per_episode=tasks)
     per: dict[str, list[tuple[float, float]]] = {}
     solved = 0
     names = list(names)
     for s in range(seed0, seed0 + instances):
-        res = compare_on_instance(cfg, s, names, node_limit=node_limit, warn=warn)
+        res = compare_on_instance(cfg, s, names, node_limit=node_limit, warn=warn, checkpoints=checkpoints)
         names = [r["name"] for r in res["rows"][1:]]  # a scheduler that failed once is not tried again
         if res["status"] != "optimal" or res["response_status"] != "optimal":
             if warn is not None:
