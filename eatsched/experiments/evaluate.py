@@ -291,9 +291,21 @@ def evaluate(settings: EvalSettings, out: Path, *, warn: Callable[[str], None] =
         if on_cell is not None:
             on_cell(cell, rec, False)
 
+    def failed(cell: Cell, e: BaseException) -> None:
+        """A cell whose policy crashed is reported and left out; the other cells go on (and are stored)."""
+        skipped[cell.key] = f"failed: {type(e).__name__}: {e}".splitlines()[0][:200]
+        warn(f"cell {cell.key} failed ({type(e).__name__}: {e}); it is left out and retried on the next run")
+        if on_cell is not None:
+            on_cell(cell, {}, False)
+
     if settings.jobs <= 1 or len(todo) <= 1:
         for cell, cfg, ckpt, fp in todo:
-            finish(cell, fp, run_cell(cell, cfg, settings.seed0, settings.seeds, ckpt))
+            try:
+                rec = run_cell(cell, cfg, settings.seed0, settings.seeds, ckpt)
+            except Exception as e:  # noqa: BLE001 - a learned policy may raise anything
+                failed(cell, e)
+                continue
+            finish(cell, fp, rec)
     else:
         ctx = mp.get_context("spawn")  # no fork of a parent that may hold torch / numba threads
         with cf.ProcessPoolExecutor(max_workers=settings.jobs, mp_context=ctx) as pool:
@@ -301,10 +313,15 @@ def evaluate(settings: EvalSettings, out: Path, *, warn: Callable[[str], None] =
                     for cell, cfg, ckpt, fp in todo}
             for fut in cf.as_completed(futs):
                 cell, fp = futs[fut]
-                finish(cell, fp, fut.result())
+                try:
+                    rec = fut.result()
+                except Exception as e:  # noqa: BLE001
+                    failed(cell, e)
+                    continue
+                finish(cell, fp, rec)
 
     ordered = {c: records[c] for c in sorted(records, key=lambda c: (settings.algos.index(c.algo), c.nodes, c.rate))}
-    ev = Evaluation(settings, ordered, skipped, [t[0] for t in todo], time.perf_counter() - t_start,
+    ev = Evaluation(settings, ordered, skipped, [t[0] for t in todo if t[0] in records], time.perf_counter() - t_start,
                     response_bounds(settings))
     write_outputs(ev, out)
     return ev
