@@ -338,7 +338,8 @@ def evaluate(
     if optimal > 0:
         from .experiments.optimal import gap_study, gap_table_markdown
 
-        rows = gap_study(names, instances=optimal, warn=lambda m: err.print(f"[yellow]warning:[/] {m}"))
+        rows = gap_study(names, instances=optimal, warn=lambda m: err.print(f"[yellow]warning:[/] {m}"),
+                         checkpoints=checkpoints)
         (out_dir / "optimality.md").write_text(gap_table_markdown(rows))
         out.print((out_dir / "optimality.md").read_text())
     out.print(f"{len(ev.records)} cells ({len(ev.computed)} computed, {len(ev.records) - len(ev.computed)} stored) "
@@ -367,7 +368,7 @@ def optimal(
     rate: float = typer.Option(0.05, help="Poisson arrival rate (tasks/s)"),
     seed: int = typer.Option(0, help="workload seed"),
     algos: str = typer.Option("random,fifo,greedy,adaptive", help="schedulers to compare"),
-    node_limit: int = typer.Option(300_000, help="branch-and-bound node limit"),
+    node_limit: int = typer.Option(2_000_000, help="branch-and-bound node limit"),
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Solve one small instance exactly (offline, arrivals known) and print every scheduler's gap."""

@@ -43,7 +43,8 @@ def test_reduced_grid_tables_have_rows_columns_and_simulate_numbers(grid):
         header = next(line for line in md if line.startswith("| algorithm"))
         assert header == "| algorithm | N4 0.05 | N8 0.1 |"
         body = [line for line in md if line.startswith("| ") and not line.startswith("| algorithm")]
-        assert [line.split(" | ")[0][2:] for line in body] == ["fifo", "greedy"]
+        names = [line.split(" | ")[0][2:] for line in body]
+        assert names == ["fifo", "greedy"] + (["*lower bound*"] if metric == "response" else [])
         assert "Skipped: eat-n4" in "\n".join(md)
         with (out / f"{metric}.csv").open() as f:
             rows = list(csv.DictReader(f))
@@ -56,6 +57,10 @@ def test_reduced_grid_tables_have_rows_columns_and_simulate_numbers(grid):
                 assert float(r[key]) == expect[key]
             assert float(r["ci95"]) >= 0 and r["seeds"] == "2"
     assert (out / "efficiency.png").stat().st_size > 1000
+    # the response floor sits below every scheduler's mean response in each column
+    bounds = json.loads((out / "response_bound.json").read_text())
+    for cell, rec in ev.records.items():
+        assert 0 < bounds[cell.column] <= rec["summary"]["mean_response_s"]
 
 
 def test_cell_numbers_match_the_eat_simulate_command(grid):
@@ -86,13 +91,13 @@ def test_second_run_recomputes_nothing_and_changed_settings_recompute(grid, tmp_
 def test_report_markdown_html_and_results_section(grid, tmp_path):
     _, out, _, _ = grid
     results = tmp_path / "results.md"
-    results.write_text(f"# Results\n\nhand-written intro\n\n{BEGIN}\nold\n{END}\n\nhand-written outro\n")
+    results.write_text(f"# Results\n\nhand-written intro\n\n{BEGIN}\nSTALE-TEXT\n{END}\n\nhand-written outro\n")
     md, html = write_report(out, results_md=results)
     text = md.read_text()
     assert "Table IX" in text and "Table XII" in text and '"base_config"' in text
     assert "data:image/png;base64," in html.read_text()
     doc = results.read_text()
-    assert "hand-written intro" in doc and "hand-written outro" in doc and "old" not in doc.split(BEGIN)[1]
+    assert "hand-written intro" in doc and "hand-written outro" in doc and "STALE-TEXT" not in doc
     assert "(0.270)" in doc  # the paper's greedy quality beside ours
     assert "Ordering, best first" in doc
 
@@ -165,3 +170,23 @@ def test_eat_optimal_command():
     gaps = {r["name"]: r["gap_pct"] for r in out["rows"]}
     assert set(gaps) == {"optimum", *HEURISTICS} and min(gaps.values()) >= -1e-9
     assert np.isfinite(out["response_lower_bound_s"])
+
+
+def test_eat_evaluate_and_report_commands_in_parallel(grid, tmp_path):
+    """The CLI end to end with a process pool; the cells equal the in-process run of the same settings."""
+    _, serial_out, _, _ = grid
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(app, ["evaluate", "--grid", "small", "--algos", "fifo,greedy", "--seeds", "2",
+                                   "--jobs", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "Table IX" in res.output and "4 cells (4 computed, 0 stored)" in res.output
+    settings = EvalSettings(grid="test", algos=("fifo",), seeds=2, seed0=2_000_000, jobs=1, cells=((8, (0.1,)),))
+    serial = evaluate(settings, tmp_path / "serial", warn=lambda m: None)
+    par = json.loads((out / "cells" / "fifo-n8-r0.1.json").read_text())
+    assert par["summary"] | {"mean_decision_ms": 0} == serial.records[Cell("fifo", 8, 0.1)]["summary"] | {
+        "mean_decision_ms": 0}
+    res = CliRunner().invoke(app, ["report", str(out)])
+    assert res.exit_code == 0, res.output
+    assert (out / "report.html").is_file() and (out / "report.md").is_file()
+    bad = CliRunner().invoke(app, ["evaluate", "--grid", "nope", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "unknown grid" in bad.output

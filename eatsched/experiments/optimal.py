@@ -99,6 +99,8 @@ class _Search:
         self.best_plan: list | None = None
         # the optimistic per-task term as a function of (wait + init), on the fastest server
         self.cmax = float(self.speed.max())
+        self._best_cache: dict[tuple[float, int], float] = {}  # exact memo: the same waits recur across nodes
+        self._cand_cache: dict[tuple[float, float], list[tuple[int, float]]] = {}
 
     # --- per-task terms -------------------------------------------------------------------------------------
     def _terms(self, W: float, st: float) -> np.ndarray:
@@ -113,6 +115,10 @@ class _Search:
         """Non-dominated (steps, term): each strictly better than every smaller step count."""
         if self.obj == "response":
             return [(self.cfg.s_min, -(W + self.cfg.s_min * st))]
+        key = (W, st)
+        hit = self._cand_cache.get(key)
+        if hit is not None:
+            return hit
         f = self._terms(W, st)
         out, best = [], -math.inf
         for s, v in zip(self.steps.tolist(), f.tolist(), strict=True):
@@ -120,20 +126,24 @@ class _Search:
                 out.append((s, v))
                 best = v
         out.reverse()  # most promising (highest term) first
+        self._cand_cache[key] = out
         return out
 
     def best_term(self, W: float, k: int) -> float:
-        return float(self._terms(W, self.step_s[k] / self.cmax).max())
+        key = (W, k)
+        v = self._best_cache.get(key)
+        if v is None:
+            v = self._best_cache[key] = float(self._terms(W, self.step_s[k] / self.cmax).max())
+        return v
 
     # --- state helpers ------------------------------------------------------------------------------------------
     def _intact(self, prev, masks) -> list[int]:
         """For each server, the task whose group it still forms (-1: not in an intact group)."""
-        out = [-1] * self.N
-        for j in range(self.N):
-            p = prev[j]
-            if p >= 0 and all(prev[q] == p for q in range(self.N) if (masks[p] >> q) & 1):
-                out[j] = p
-        return out
+        count: dict[int, int] = {}
+        for p in prev:
+            count[p] = count.get(p, 0) + 1
+        # p's group is intact iff every one of its k_p servers still has p as its last task
+        return [p if p >= 0 and count[p] == self.k[p] else -1 for p in prev]
 
     def _sets(self, k: int, free, prev, masks, intact) -> list[tuple[int, ...]]:
         """Server sets of size k up to symmetry: servers with equal release time, speed, model and group
@@ -204,9 +214,8 @@ class _Search:
         if acc + self.bound_rest(done_mask, last_start, free, intact, masks) <= self.best + 1e-9:
             return
         children = []
-        for i in range(self.n):
-            if (done_mask >> i) & 1:
-                continue
+        rest = [i for i in range(self.n) if not (done_mask >> i) & 1]
+        for i in rest:
             k = int(self.k[i])
             for S in self._sets(k, free, prev, masks, intact):
                 start = max(self.a[i], max(free[j] for j in S))
@@ -220,7 +229,15 @@ class _Search:
                          and all(prev[j] == p for j in S))
                 init = 0.0 if reuse else self.init_s[k]
                 st = self.step_s[k] / float(min(self.speed[j] for j in S))
+                # releases before every other unscheduled arrival cannot delay anyone: of the step counts
+                # that release that early, only the best (the largest, candidates being increasing) matters
+                horizon = min((self.a[j] for j in rest if j != i), default=math.inf)
+                early_taken = False
                 for s, term in self.candidates(start - self.a[i] + init, st):
+                    if start + init + s * st <= horizon:
+                        if early_taken:
+                            continue
+                        early_taken = True
                     children.append((term, i, S, mask, start, init, s, st))
         children.sort(key=lambda c: (-c[0], c[4]))
         for term, i, S, mask, start, init, s, st in children:
@@ -258,7 +275,7 @@ class _Search:
         return recs
 
 
-def solve(cfg: EATConfig, w: Workload, objective: str = "reward", *, node_limit: int = 300_000,
+def solve(cfg: EATConfig, w: Workload, objective: str = "reward", *, node_limit: int = 2_000_000,
           incumbent: np.ndarray | None = None) -> Solution:
     """Offline optimum of ``objective`` ("reward": max R0; "response": min mean response) on workload ``w``.
 
@@ -294,8 +311,9 @@ def response_lower_bound(cfg: EATConfig, w: Workload) -> float:
 
     Relaxation: the cluster becomes one preemptive machine of speed sum(c_j); task i is k_i * s_min *
     step_time(k_i) seconds of work (a real run does at least that much, at no more than its servers' speed),
-    so SRPT's total completion time bounds every schedule's. Each response is also at least its fastest
-    execution, and the first task to start initializes; the larger of the two sums is returned, per task."""
+    so SRPT's total completion time bounds every schedule's. Second bound, per task: it either initializes, or
+    reuses a group of its size and model that another task j formed by a reload, which is idle no earlier than
+    a_j + init + p_j; so response_i >= p_i + min(init_i, earliest such time - a_i). The larger mean is returned."""
     prof = cfg.time_profile
     speeds = np.asarray(cfg.server_speeds, np.float64)
     cap, cmax = float(speeds.sum()), float(speeds.max())
@@ -322,8 +340,18 @@ def response_lower_bound(cfg: EATConfig, w: Workload) -> float:
             remaining[i] -= t_next - t
             t = t_next
     srpt = total_c - a.sum()
-    trivial = p.sum() + min(prof.init_time[int(x)] for x in k)
-    return max(srpt, trivial) / len(a)
+    # per task: either it initializes, or it reuses a group of its size and model that another task j created
+    # by a reload, which cannot be idle before a_j + init + p_j
+    m = np.asarray(w.models, np.int64)
+    init = np.array([prof.init_time[int(x)] for x in k])
+    ready = a + init + p
+    per_task = 0.0
+    for i in range(len(a)):
+        same = (k == k[i]) & (m == m[i])
+        same[i] = False
+        earliest = ready[same].min() if same.any() else math.inf
+        per_task += p[i] + min(init[i], max(0.0, earliest - a[i]))
+    return max(srpt, per_task) / len(a)
 
 
 # --- comparisons ----------------------------------------------------------------------------------------------
@@ -336,14 +364,17 @@ def run_scheduler(name: str, cfg: EATConfig, seed: int, checkpoint: str | None =
     return res.task_records[0], float(res.episodes[0]["reward"])
 
 
-def compare_on_instance(cfg: EATConfig, seed: int, names: Sequence[str], *, node_limit: int = 300_000,
-                        warn: Callable[[str], None] | None = None) -> dict:
-    """Solve the instance of ``seed`` for both objectives and measure every scheduler's gap to it."""
+def compare_on_instance(cfg: EATConfig, seed: int, names: Sequence[str], *, node_limit: int = 2_000_000,
+                        warn: Callable[[str], None] | None = None, checkpoints=None) -> dict:
+    """Solve the instance of ``seed`` for both objectives and measure every scheduler's gap to it.
+    ``checkpoints``: a ``--checkpoints`` folder for learned schedulers (None: the shipped ones)."""
+    from .evaluate import checkpoint_path  # noqa: PLC0415
+
     w = instance(cfg, seed)
     runs = {}
     for name in names:
         try:
-            runs[name] = run_scheduler(name, cfg, seed)
+            runs[name] = run_scheduler(name, cfg, seed, checkpoint_path(name, cfg.nodes, checkpoints))
         except (ImportError, ValueError, FileNotFoundError, OSError) as e:
             if warn is None:
                 raise
@@ -372,15 +403,17 @@ def compare_on_instance(cfg: EATConfig, seed: int, names: Sequence[str], *, node
             "response_lower_bound_s": response_lower_bound(cfg, w)}
 
 
-def gap_study(names: Sequence[str], *, instances: int = 5, nodes: int = 4, tasks: int = 6, rate: float = 0.05,
-              seed0: int = 1_000_000, node_limit: int = 300_000,
-              warn: Callable[[str], None] | None = None) -> list[dict]:
+def gap_study(names: Sequence[str], *, instances: int = 5, nodes: int = 4, tasks: int = 5, rate: float = 0.05,
+              seed0: int = 2_000_000, node_limit: int = 2_000_000,
+              warn: Callable[[str], None] | None = None, checkpoints=None) -> list[dict]:
     """Mean optimality gaps of every scheduler over ``instances`` small instances (seeds seed0..)."""
     cfg = EATConfig(nodes=nodes, rate=rate, tasks_per_episode=tasks)
     per: dict[str, list[tuple[float, float]]] = {}
     solved = 0
+    names = list(names)
     for s in range(seed0, seed0 + instances):
-        res = compare_on_instance(cfg, s, names, node_limit=node_limit, warn=warn)
+        res = compare_on_instance(cfg, s, names, node_limit=node_limit, warn=warn, checkpoints=checkpoints)
+        names = [r["name"] for r in res["rows"][1:]]  # a scheduler that failed once is not tried again
         if res["status"] != "optimal" or res["response_status"] != "optimal":
             if warn is not None:
                 warn(f"instance seed {s}: node limit hit; left out of the gap table")
