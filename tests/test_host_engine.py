@@ -106,3 +106,15 @@ def test_lost_job_is_delivered_again(host):
     host.workers[w].delivered_at -= 10.0  # collected long ago, yet the worker says it runs nothing
     host.heartbeat(w, None)
     assert collect(host, w)["key"] == env["key"]
+
+
+def test_task_fails_after_max_attempts_of_worker_errors(tmp_path):
+    h = Host(HostSettings(data_dir=str(tmp_path), nodes=1, policy="fifo", max_attempts=2))
+    h.register(worker_id="w0", speed=1.0, addr="127.0.0.1", port=1, backend="test", running=None)
+    tid = submit(h, 1)
+    for _ in range(2):
+        h.schedule()
+        assert report(h, "w0", collect(h, "w0"), error="ValueError: broken pipeline")
+    assert h.store.get(tid)["state"] == "failed" and h.sched.queue_length == 0
+    assert "broken pipeline" in h.store.transitions(tid)[-1]["detail"]
+    h.store.close()

@@ -335,9 +335,8 @@ class Host:
         self.sched.abort(run.task_id, now, requeue=False)
         self.requeue_count += 1
         if run.attempt >= self.settings.max_attempts:
-            self.store.requeue(run.task_id, reason)
-            self.store.cancel(run.task_id)
-            log.error("task %s gave up after %d attempts", run.task_id, run.attempt)
+            self.store.fail(run.task_id, f"gave up after {run.attempt} attempts; last: {reason}")
+            log.error("task %s failed after %d attempts: %s", run.task_id, run.attempt, reason)
         else:
             self.store.requeue(run.task_id, reason)
             row = self.store.get(run.task_id)
