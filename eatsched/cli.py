@@ -210,7 +210,7 @@ def worker(
         w.serve_forever()
     except KeyboardInterrupt:
         w.stop()
-    except PermissionError as e:
+    except (PermissionError, RuntimeError) as e:
         _fail(str(e))
 
 
