@@ -275,10 +275,13 @@ def demo(
     def _interrupt(*_):
         raise KeyboardInterrupt  # SIGTERM too: the host and workers are stopped on the way out
 
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
-    rows = run_demo(DemoSettings(nodes=nodes, tasks=tasks, rate=rate, time_scale=time_scale, policy=policy,
-                                 baseline=baseline, seed=seed, out=out_dir), console=err if as_json else out)
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        rows = run_demo(DemoSettings(nodes=nodes, tasks=tasks, rate=rate, time_scale=time_scale, policy=policy,
+                                     baseline=baseline, seed=seed, out=out_dir), console=err if as_json else out)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if as_json:
         print(json.dumps(rows))
 
