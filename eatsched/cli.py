@@ -210,7 +210,7 @@ def worker(
         w.serve_forever()
     except KeyboardInterrupt:
         w.stop()
-    except PermissionError as e:
+    except (PermissionError, RuntimeError) as e:
         _fail(str(e))
 
 
@@ -265,12 +265,23 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON at the end"),
 ):
     """Serving system end to end: a host + simulated workers on loopback, real prompts, EAT vs a baseline."""
+    import signal
+
     from .serving.demo import DemoSettings, run_demo
 
     if tasks < 1 or nodes < 1 or not rate > 0 or not time_scale > 0:
         _fail("tasks and nodes must be >= 1, rate and time scale > 0")
-    rows = run_demo(DemoSettings(nodes=nodes, tasks=tasks, rate=rate, time_scale=time_scale, policy=policy,
-                                 baseline=baseline, seed=seed, out=out_dir), console=err if as_json else out)
+
+    def _interrupt(*_):
+        raise KeyboardInterrupt  # SIGTERM too: the host and workers are stopped on the way out
+
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        rows = run_demo(DemoSettings(nodes=nodes, tasks=tasks, rate=rate, time_scale=time_scale, policy=policy,
+                                     baseline=baseline, seed=seed, out=out_dir), console=err if as_json else out)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if as_json:
         print(json.dumps(rows))
 

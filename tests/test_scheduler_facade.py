@@ -145,5 +145,5 @@ def test_store_finishes_once_and_recovers_running_tasks(tmp_path):
     assert [r["id"] for r in st.recover()] == ["t2"]
     assert [x["state"] for x in st.transitions("t2")] == ["queued", "running", "queued"]
     assert [x["state"] for x in st.transitions("t1")] == ["queued", "running", "finished"]
-    assert st.counts() == {"queued": 1, "running": 0, "finished": 1, "cancelled": 0}
+    assert st.counts() == {"queued": 1, "running": 0, "finished": 1, "cancelled": 0, "failed": 0}
     assert (tmp_path / "images" / "t1.png").read_bytes() == b"png"

@@ -365,4 +365,6 @@ def run_host(settings: HostSettings, *, log_level: str = "warning") -> None:
     import uvicorn  # noqa: PLC0415
 
     app = create_app(settings)
-    uvicorn.run(app, host=settings.bind, port=settings.port, log_level=log_level, access_log=False)
+    # long polls would otherwise hold a graceful shutdown for up to their full wait
+    uvicorn.run(app, host=settings.bind, port=settings.port, log_level=log_level, access_log=False,
+                timeout_graceful_shutdown=2)

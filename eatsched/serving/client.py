@@ -6,6 +6,9 @@ import time
 
 import httpx
 
+TERMINAL = ("finished", "cancelled", "failed")
+"""Task states that do not change any more."""
+
 
 class HostError(RuntimeError):
     """The host answered with an error; ``status`` and ``error`` are its code and error name."""
@@ -69,21 +72,21 @@ class Client:
                 return out
 
     def wait(self, task_id: str, timeout: float = 600.0, poll: float = 0.2) -> dict:
-        """Poll until the task finished or was cancelled."""
+        """Poll until the task reached a terminal state (or the timeout passed)."""
         deadline = time.monotonic() + timeout
         while True:
             t = self.task(task_id)
-            if t["state"] in ("finished", "cancelled") or time.monotonic() > deadline:
+            if t["state"] in TERMINAL or time.monotonic() > deadline:
                 return t
             time.sleep(poll)
 
     def wait_all(self, ids: list[str], timeout: float = 600.0, poll: float = 0.3) -> dict[str, dict]:
-        """Poll the task list until every id in ``ids`` is finished (or the timeout passes)."""
+        """Poll the task list until every id in ``ids`` reached a terminal state (or the timeout passes)."""
         want = set(ids)
         deadline = time.monotonic() + timeout
         while True:
             rows = {t["id"]: t for t in self.all_tasks() if t["id"] in want}
-            if all(r["state"] in ("finished", "cancelled") for r in rows.values()) and len(rows) == len(want):
+            if all(r["state"] in TERMINAL for r in rows.values()) and len(rows) == len(want):
                 return rows
             if time.monotonic() > deadline:
                 return rows

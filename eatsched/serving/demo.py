@@ -143,7 +143,7 @@ def run_demo(s: DemoSettings, console: Console | None = None) -> list[dict]:
     t = Table(title=f"serving demo: {s.nodes} simulated workers, {s.tasks} tasks at {s.rate}/model-s, "
                     f"time scale {s.time_scale} (times in model seconds)")
     for col in ("policy", "done", "mean resp s", "p95 resp s", "mean quality", "reload rate", "efficiency", "wall s"):
-        t.add_column(col, justify="right" if col != "policy" else "left")
+        t.add_column(col, justify="right" if col != "policy" else "left", no_wrap=col == "policy")
     for m in rows:
         t.add_row(m["policy"], f"{m['tasks_completed']}/{m['tasks']}", f"{m['mean_response_s']:.1f}",
                   f"{m['p95_response_s']:.1f}", f"{m['mean_quality']:.3f}", f"{m['reload_rate']:.2f}",

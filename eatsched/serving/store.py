@@ -2,8 +2,9 @@
 
 A task is acknowledged (202) only after its row is committed, so an accepted task survives a crash.
 States: ``queued -> running -> finished``, ``running -> queued`` (its worker failed, or the host
-restarted), ``queued -> cancelled``. ``attempt`` counts launches: a worker result is accepted only for
-the task's current attempt while it is running, so a task finishes at most once.
+restarted), ``queued -> cancelled``, ``running -> failed`` (its workers reported errors too often).
+``attempt`` counts launches: a worker result is accepted only for the task's current attempt while it
+is running, so a task finishes at most once.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import threading
 import time
 from pathlib import Path
 
-QUEUED, RUNNING, FINISHED, CANCELLED = "queued", "running", "finished", "cancelled"
-STATES = (QUEUED, RUNNING, FINISHED, CANCELLED)
+QUEUED, RUNNING, FINISHED, CANCELLED, FAILED = "queued", "running", "finished", "cancelled", "failed"
+STATES = (QUEUED, RUNNING, FINISHED, CANCELLED, FAILED)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tasks (
@@ -173,6 +174,16 @@ class TaskStore:
              (QUEUED, task_id, RUNNING)),
             ("INSERT INTO transitions (task_id, state, at, detail) SELECT ?,?,?,? WHERE changes() = 1",
              (task_id, QUEUED, now, reason)),
+        ])[0]
+        return bool(n)
+
+    def fail(self, task_id: str, reason: str) -> bool:
+        """running -> failed: the task gave up after repeated worker errors."""
+        now = time.time()
+        n = self._tx([
+            ("UPDATE tasks SET state=? WHERE id=? AND state=?", (FAILED, task_id, RUNNING)),
+            ("INSERT INTO transitions (task_id, state, at, detail) SELECT ?,?,?,? WHERE changes() = 1",
+             (task_id, FAILED, now, reason)),
         ])[0]
         return bool(n)
 
