@@ -1,0 +1,1 @@
+"""Worker backends (the ``serve`` branch adds the registry ``make_backend`` and ``simulated``)."""
