@@ -32,6 +32,9 @@ def _member(rank: int, jobs: list[tuple[PatchJob, dict]], options: dict, threads
         backend = DiffusersBackend(**options)
         results = []
         for job, overrides in jobs:
+            if rank >= job.group.world_size:
+                results.append(None)  # this member sits the job out (a smaller group of the first members)
+                continue
             for name, value in overrides.items():
                 setattr(backend, name, value)
             job = replace(job, group=replace(job.group, rank=rank))
@@ -51,12 +54,13 @@ def group_spec(group_id: str, world_size: int, port: int | None = None) -> Group
 def run_local_group(world_size: int, jobs: list[PatchJob | tuple[PatchJob, dict]], options: dict, *,
                     threads: int = 1, timeout_s: float = 300.0) -> list[list]:
     """Run ``jobs`` (each optionally with backend attribute overrides, e.g. ``{"mode": "sync"}``) on
-    ``world_size`` spawned members; returns, per rank, a list of ``(PatchResult, image array)``."""
+    ``world_size`` spawned members; a job for a smaller group runs on the first members only (the others
+    skip it). Returns, per rank, a list with ``(PatchResult, image array)`` or None per job."""
     import torch.multiprocessing as mp
 
     jobs = [j if isinstance(j, tuple) else (j, {}) for j in jobs]
     for job, _ in jobs:
-        if job.group.world_size not in (1, world_size):
+        if job.group.world_size > world_size:
             raise ValueError(f"job {job.task_id} is for {job.group.world_size} patches, the group has {world_size}")
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
