@@ -119,3 +119,40 @@ def run_bench(s: BenchSettings) -> dict:
     result["eager_vs_floor"] = round(result["eager_ms"] / result["floor_ms"], 3)
     result["target_ours_vs_floor"] = 1.25
     return result
+
+
+SD14_VAE = dict(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(128, 256, 512, 512),
+                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                layers_per_block=2, norm_num_groups=32, sample_size=512)
+"""CompVis/stable-diffusion-v1-4 ``vae/config.json``, written out."""
+
+
+def write_random_sd14(path, seed: int = 0):
+    """A Stable Diffusion 1.4-shaped pipeline with random weights (UNet, VAE and a 12-layer 768-wide CLIP text
+    encoder of SD 1.4's shape over a byte-level vocabulary), saved in fp16 to ``path``: real-size timings
+    (``eat calibrate --model PATH``) without downloading weights. Its images are noise."""
+    from pathlib import Path
+
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from .tiny import MAX_TOKENS, write_tokenizer
+
+    path = Path(path)
+    vocab = write_tokenizer(path / "tokenizer")
+    text_config = CLIPTextConfig(vocab_size=vocab, hidden_size=768, intermediate_size=3072, num_attention_heads=12,
+                                 num_hidden_layers=12, max_position_embeddings=MAX_TOKENS, hidden_act="quick_gelu",
+                                 bos_token_id=0, eos_token_id=1, pad_token_id=1, projection_dim=768)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel(**SD14_UNET)
+        vae = AutoencoderKL(**SD14_VAE)
+        text_encoder = CLIPTextModel(text_config)
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    pipe = StableDiffusionPipeline(unet=unet, vae=vae, text_encoder=text_encoder,
+                                   tokenizer=CLIPTokenizer.from_pretrained(path / "tokenizer"), scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.to(torch.float16).save_pretrained(path)
+    return path

@@ -29,6 +29,8 @@ def _member(rank: int, jobs: list[tuple[PatchJob, dict]], options: dict, threads
             torch.set_num_threads(threads)
         from ..serving.backends.diffusers_backend import DiffusersBackend
 
+        if options.get("device") == "cuda":  # one GPU per member, as one worker per GPU
+            options = {**options, "device": f"cuda:{rank % torch.cuda.device_count()}"}
         backend = DiffusersBackend(**options)
         results = []
         for job, overrides in jobs:
@@ -62,6 +64,13 @@ def run_local_group(world_size: int, jobs: list[PatchJob | tuple[PatchJob, dict]
     for job, _ in jobs:
         if job.group.world_size > world_size:
             raise ValueError(f"job {job.task_id} is for {job.group.world_size} patches, the group has {world_size}")
+    device = str(options.get("device", "cpu"))
+    if device.startswith("cuda") and world_size > 1 and options.get("dist_backend", "nccl") == "nccl":
+        import torch
+
+        if torch.cuda.device_count() < world_size:
+            raise ValueError(f"{world_size} patches on CUDA need {world_size} GPUs (NCCL cannot put two ranks on "
+                             f"one GPU); this machine has {torch.cuda.device_count()}")
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     procs = [ctx.Process(target=_member, args=(r, jobs, options, threads, out), daemon=True) for r in range(world_size)]
