@@ -44,3 +44,25 @@ def test_cuda_graph_equals_eager_and_is_reused(sd):
     graphed.run(_job("g3", size=128))
     assert graphed._graphed.captures == captures + 1  # a new shape is captured once
     graphed.release()
+
+
+def test_patch_parallel_fp16_on_one_gpu_over_gloo(sd):
+    """The wrappers in fp16 on CUDA tensors. Two ranks share the one GPU here, so the group uses gloo
+    (NCCL refuses two ranks on one device); the NCCL path needs a machine with >= 2 GPUs."""
+    from eatsched.gen.local_group import run_local_group
+
+    single = DiffusersBackend(model=sd, device="cuda")
+    single.run(_job("one"))
+    reference = single.last_image.numpy()
+    single.release()
+    g = group_spec("pair", 2)
+    jobs = [(PatchJob(**{**_job("s").__dict__, "group": g}), {"mode": "sync"}),
+            (PatchJob(**{**_job("a").__dict__, "group": g}), {"mode": "stale"})]
+    ranks = run_local_group(2, jobs, {"model": sd, "device": "cuda:0", "dist_backend": "gloo", "warmup_steps": 2})
+    sync, stale = ranks[0][0][1], ranks[0][1][1]
+    assert np.array_equal(ranks[1][0][1], sync) and np.array_equal(ranks[1][1][1], stale)
+    sync_diff = float(np.abs(sync - reference).max())
+    psnr = float(10 * np.log10(1.0 / np.mean((stale.astype(np.float64) - reference) ** 2)))
+    print(f"fp16 k=2: sync max|diff| {sync_diff:.2e}, stale PSNR {psnr:.1f} dB")
+    assert sync_diff <= 2e-2
+    assert psnr >= 30.0
