@@ -81,7 +81,7 @@ class Backend(ABC):
     def run(self, job: PatchJob) -> PatchResult:
         """Load or reuse the model and group for ``job`` (timed as ``init_s``), then generate (``exec_s``)."""
 
-    def release(self) -> None:
+    def release(self) -> None:  # noqa: B027 - optional hook: a backend with nothing to free keeps it
         """Drop the loaded model and group (the host dissolved the group or the worker shuts down)."""
 
     def close(self) -> None:
