@@ -169,3 +169,28 @@ def test_rows_that_do_not_split_are_refused(models):
     ppu.check_rows(16, 4)
     with pytest.raises(ValueError, match="cannot be split into 4 bands"):
         ppu.check_rows(12, 4)
+
+
+def test_eat_calibrate_and_bench_gen_smoke(models, tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from eatsched.cli import app
+    from eatsched.core.profiles import load_profile
+
+    runner = CliRunner()
+    out = tmp_path / "cpu.toml"
+    r = runner.invoke(app, ["calibrate", "--model", models[0], "--sizes", str(SIZE), "--patches", "1",
+                            "--steps", "1,3", "--out", str(out), "--name", "tiny-cpu"])
+    assert r.exit_code == 0, r.output
+    profile = load_profile(out)
+    assert profile.name == "tiny-cpu" and profile.patch_counts == (1,)
+    assert profile.step_time[1] > 0 and profile.init_time[1] > 0
+    r = runner.invoke(app, ["calibrate", "--model", models[0], "--patches", "2,4"])
+    assert r.exit_code == 2 and "include 1" in r.output
+
+    r = runner.invoke(app, ["bench", "gen", "--iters", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.output.strip().splitlines()[-1])
+    assert result["device"] == "cpu" and result["eager_ms"] > 0 and result["size_px"] == 64
