@@ -133,7 +133,7 @@ class DiffusersBackend(Backend):
         if k > 1:
             latent_rows = job.height // self.pipe.vae_scale_factor
             self._patch_unet.check_rows(latent_rows, k)
-            key = (job.height, job.width, job.negative_prompt is None)
+            key = (job.height, job.width, job.guidance_scale > 1.0)  # the UNet's input shapes (CFG doubles the batch)
             ctx = self._contexts.get(key) if self.cuda_graph else None
             if ctx is None:
                 ctx = PatchContext(job.group.rank, k, group, mode=self.mode, warmup_steps=self.warmup_steps,
