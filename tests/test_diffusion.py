@@ -194,3 +194,25 @@ def test_eat_calibrate_and_bench_gen_smoke(models, tmp_path):
     assert r.exit_code == 0, r.output
     result = json.loads(r.output.strip().splitlines()[-1])
     assert result["device"] == "cpu" and result["eager_ms"] > 0 and result["size_px"] == 64
+
+
+def test_patch_context_and_group_cache_validate_input():
+    from eatsched.parallel import PatchContext
+    from eatsched.parallel.groups import ProcessGroupCache
+
+    ctx = PatchContext(1, 4, mode="stale", warmup_steps=3)
+    assert ctx.band(16) == (4, 8) and ctx.synchronous
+    ctx.step = 3
+    assert not ctx.synchronous
+    assert PatchContext(0, 2, mode="sync").synchronous
+    with pytest.raises(ValueError, match="equal bands"):
+        ctx.band(10)
+    with pytest.raises(ValueError, match="outside"):
+        PatchContext(2, 2)
+    with pytest.raises(ValueError, match="mode"):
+        PatchContext(0, 2, mode="async")
+    with pytest.raises(ValueError, match="gloo or nccl"):
+        ProcessGroupCache("mpi")
+    assert ProcessGroupCache().join(group_spec("solo", 1)) == (None, 0.0)  # one patch: no group
+    with pytest.raises(ValueError, match="master_port"):
+        ProcessGroupCache().join(group_spec("pair", 2).__class__("pair", ("a", "b"), 0, "127.0.0.1", 0))

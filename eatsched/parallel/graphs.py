@@ -42,11 +42,18 @@ class GraphedUNet:
         self.captures = 0
         self.replays = 0
         self._pool = None
+        self._contexts_alive: list = []
         unet.forward = self.forward
 
     def uninstall(self) -> None:
         self.unet.forward = self.eager
         self.graphs.clear()
+
+    def forget_patch_graphs(self) -> None:
+        """Drop the graphs of patch-parallel steps: they hold the communicator and buffers of a group that is
+        being dissolved (whole-latent graphs stay)."""
+        self.graphs = {key: g for key, g in self.graphs.items() if key[-2] == "whole"}
+        self._contexts_alive.clear()
 
     def forward(self, sample, timestep, encoder_hidden_states, *args, return_dict: bool = True, **kwargs):
         extra = args or any(v is not None for v in kwargs.values())
@@ -62,6 +69,8 @@ class GraphedUNet:
         entry = self.graphs.get(key)
         if entry is None:
             entry = self.graphs[key] = self._capture(sample, t, encoder_hidden_states, ctx)
+            if ctx is not None:
+                self._contexts_alive.append(ctx)  # its id() is in the key: it must not be recycled
         entry.sample.copy_(sample)
         entry.timestep.copy_(t)
         entry.encoder_hidden_states.copy_(encoder_hidden_states)

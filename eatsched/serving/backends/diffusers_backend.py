@@ -104,10 +104,13 @@ class DiffusersBackend(Backend):
         model_loaded = self.pipe is None or self._loaded != model
         if model_loaded:
             self._load(model)
-        group, group_s = self.groups.join(job.group)
-        reused = not model_loaded and job.group.group_id == self._group_id
-        if job.group.group_id != self._group_id:
+        new_group = job.group.group_id != self._group_id
+        if new_group:  # state bound to the old communicator goes before it does
             self._contexts.clear()
+            if self._graphed is not None:
+                self._graphed.forget_patch_graphs()
+        group, group_s = self.groups.join(job.group)
+        reused = not model_loaded and not new_group
         self._group_id = job.group.group_id
         init_s = 0.0 if reused else time.perf_counter() - start
 
@@ -133,7 +136,8 @@ class DiffusersBackend(Backend):
         if k > 1:
             latent_rows = job.height // self.pipe.vae_scale_factor
             self._patch_unet.check_rows(latent_rows, k)
-            key = (job.height, job.width, job.guidance_scale > 1.0)  # the UNet's input shapes (CFG doubles the batch)
+            # the UNet's input shapes (CFG doubles the batch) and the exchange pattern
+            key = (job.height, job.width, job.guidance_scale > 1.0, self.mode, self.warmup_steps)
             ctx = self._contexts.get(key) if self.cuda_graph else None
             if ctx is None:
                 ctx = PatchContext(job.group.rank, k, group, mode=self.mode, warmup_steps=self.warmup_steps,
