@@ -56,7 +56,7 @@ class PatchParallelUNet:
                 self.wrapped[kind] += 1
                 slot += 1
         self.row_factor = 2 ** sum(1 for b in unet.down_blocks if getattr(b, "downsamplers", None))
-        unet.register_forward_pre_hook(self._before_step)
+        unet.register_forward_pre_hook(self._before_step, with_kwargs=True)
         unet.register_forward_hook(self._after_step)
         unet._eat_patch_parallel = self
 
@@ -83,10 +83,10 @@ class PatchParallelUNet:
                              f"(need a multiple of {need}); choose a height that is a multiple of "
                              f"{need * 8} px for an SD VAE")
 
-    def _before_step(self, module, args):
+    def _before_step(self, module, args, kwargs):
         ctx = self.context
         if ctx is not None and ctx.world_size > 1:
-            sample = args[0]
+            sample = args[0] if args else kwargs["sample"]
             self.check_rows(sample.shape[-2], ctx.world_size)
             ctx.full_rows = sample.shape[-2]
 
