@@ -1,8 +1,9 @@
 """``eat calibrate``: measure step and init times per patch count on this machine; write a time profile.
 
-For each image size and patch count k, a group of k local workers (``local_group``; one GPU each on
-CUDA) runs the same task three times through the real backend: a cold run (its ``init_s`` is the init
-time: model load + process group), then two warm runs with ``s1`` and ``s2`` denoising steps, so
+For each image size and patch count k, a group of k local worker processes (``local_group``; one GPU
+each on CUDA, one CPU thread each) runs the same task through the real backend: a cold
+run (its ``init_s`` is the init time: model load + process group), then warm runs with ``s1`` and ``s2``
+denoising steps (the fastest of ``REPEATS`` each), so
 
     step_time(k) = (exec(s2) - exec(s1)) / (s2 - s1)
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.profiles import PATCH_COUNTS, TimeProfile
@@ -45,7 +46,6 @@ class CalibrateSettings:
     """measure with CUDA-graph replay"""
     name: str | None = None
     """profile name (default: calibrated-<device>-<size>)"""
-    extra: dict = field(default_factory=dict)
 
 
 def _jobs(size: int, k: int, steps: tuple[int, int]) -> list[PatchJob]:
@@ -63,14 +63,10 @@ def measure(s: CalibrateSettings, size: int, k: int) -> dict:
     from .local_group import run_local_group
 
     options = dict(model=s.model, device=s.device, mode=s.mode, warmup_steps=s.warmup_steps, cuda_graph=s.cuda_graph)
-    if k == 1:
-        from ..serving.backends.diffusers_backend import DiffusersBackend
-
-        backend = DiffusersBackend(**options)
-        ranks = [[backend.run(j) for j in _jobs(size, k, s.steps)]]
-        backend.release()
-    else:
-        ranks = [[r for r, _ in member] for member in run_local_group(k, _jobs(size, k, s.steps), options)]
+    # every k runs as k fresh worker processes (one GPU each on CUDA) with one CPU thread each: measured on
+    # the shared 2-core machine, two threads per process made a step 20-30x slower than one
+    members = run_local_group(k, _jobs(size, k, s.steps), options, threads=1)
+    ranks = [[r for r, _ in member] for member in members]
     # a job takes as long as its slowest member; each step count keeps its fastest repeat (least disturbed)
     slowest = [max(member[i].exec_s for member in ranks) for i in range(len(ranks[0]))]
     init = max(member[0].init_s for member in ranks)
