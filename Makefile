@@ -14,12 +14,10 @@ $(BIN)/eat: pyproject.toml
 
 setup: $(BIN)/eat
 
-# Main job on the embedded default (no GPU, no downloads): compare schedulers on the simulated
-# 8-node cluster at the paper's effective arrival rate, 20 episodes each.
+# Main job on the embedded default (no GPU, no downloads): the serving system end to end - a host and
+# 8 simulated workers on loopback serve real prompts with the shipped EAT policy, then a baseline.
 demo: setup
-	@for p in random fifo greedy adaptive; do \
-	  $(BIN)/eat simulate --policy $$p --nodes 8 --rate 0.5 --episodes 20 --out runs/demo/$$p || exit 1; \
-	done
+	$(BIN)/eat demo
 
 test: setup
 	$(BIN)/python -m pytest -q

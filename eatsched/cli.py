@@ -349,12 +349,23 @@ def demo(
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON at the end"),
 ):
     """Serving system end to end: a host + simulated workers on loopback, real prompts, EAT vs a baseline."""
+    import signal
+
     from .serving.demo import DemoSettings, run_demo
 
     if tasks < 1 or nodes < 1 or not rate > 0 or not time_scale > 0:
         _fail("tasks and nodes must be >= 1, rate and time scale > 0")
-    rows = run_demo(DemoSettings(nodes=nodes, tasks=tasks, rate=rate, time_scale=time_scale, policy=policy,
-                                 baseline=baseline, seed=seed, out=out_dir), console=err if as_json else out)
+
+    def _interrupt(*_):
+        raise KeyboardInterrupt  # SIGTERM too: the host and workers are stopped on the way out
+
+    previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        rows = run_demo(DemoSettings(nodes=nodes, tasks=tasks, rate=rate, time_scale=time_scale, policy=policy,
+                                     baseline=baseline, seed=seed, out=out_dir), console=err if as_json else out)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if as_json:
         print(json.dumps(rows))
 
@@ -387,6 +398,96 @@ def bench_serve(
               f"p50 <= {dec['target_p50_ms']:.1f}",
               f"{dec['target_p50_ms'] / dec['decide_dispatch_p50_ms']:.1f}x under")
     out.print(t)
+
+@app.command()
+def evaluate(
+    grid: str = typer.Option("paper", help="paper (15 cells, Tables IX-XII) | small (2 cells)"),
+    algos: str | None = typer.Option(None, help="comma-separated algorithms (default: the paper's + fifo, adaptive)"),
+    seeds: int = typer.Option(10, help="held-out workload seeds K per cell"),
+    out_dir: Path = typer.Option(Path("runs/evaluate"), "--out", help="output folder (resumable)"),
+    jobs: int = typer.Option(max(1, os.cpu_count() or 1), help="worker processes"),
+    checkpoints: Path | None = typer.Option(None, help="DIR with {algo}-n{nodes}.{pt|zip|npz} instead of the shipped"),
+    logs: Path | None = typer.Option(None, help="training logs DIR/<algo>-n<nodes>/train_log.csv for Fig. 5"),
+    optimal: int = typer.Option(0, help="also solve this many small instances exactly and print optimality gaps"),
+):
+    """Rerun the paper's evaluation grid: tables (md + csv), efficiency.png, optional training.png."""
+    from .experiments.evaluate import DEFAULT_ALGOS, METRICS, EvalSettings, plot_training
+    from .experiments.evaluate import evaluate as run
+
+    names = tuple(a.strip().lower() for a in algos.split(",") if a.strip()) if algos else DEFAULT_ALGOS
+    settings = EvalSettings(grid=grid, algos=names, seeds=seeds, jobs=jobs, checkpoints=checkpoints)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=False) as prog:
+        bar = prog.add_task("cells", total=None)
+        try:
+            ev = run(settings, out_dir, warn=lambda m: err.print(f"[yellow]warning:[/] {m}"),
+                     on_start=lambda n: prog.update(bar, total=n),
+                     on_cell=lambda c, r, reused: prog.update(bar, advance=1, description=f"{c.key}"
+                                                               + (" (stored)" if reused else "")))
+        except ValueError as e:
+            _fail(str(e))
+    if logs is not None and not plot_training(logs, out_dir / "training.png"):
+        err.print(f"[yellow]warning:[/] no {logs}/<algo>-n<nodes>/train_log.csv found; training.png not drawn")
+    for metric in METRICS:
+        out.print((out_dir / f"{metric}.md").read_text())
+    if optimal > 0:
+        from .experiments.optimal import gap_study, gap_table_markdown
+
+        rows = gap_study(names, instances=optimal, warn=lambda m: err.print(f"[yellow]warning:[/] {m}"),
+                         checkpoints=checkpoints)
+        (out_dir / "optimality.md").write_text(gap_table_markdown(rows))
+        out.print((out_dir / "optimality.md").read_text())
+    out.print(f"{len(ev.records)} cells ({len(ev.computed)} computed, {len(ev.records) - len(ev.computed)} stored) "
+              f"in {ev.wall_s:.1f} s -> {out_dir}")
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="an `eat evaluate --out` folder"),
+    results_md: Path | None = typer.Option(None, help="also regenerate the measured section of this results doc"),
+):
+    """One Markdown and one HTML report (tables, plots, configuration) of an evaluation folder."""
+    from .experiments.report import write_report
+
+    try:
+        md, html = write_report(run_dir, results_md=results_md)
+    except (FileNotFoundError, ValueError) as e:
+        _fail(str(e))
+    out.print(f"wrote {md} and {html}" + (f"; updated {results_md}" if results_md else ""))
+
+
+@app.command()
+def optimal(
+    nodes: int = typer.Option(4, help="servers N"),
+    tasks: int = typer.Option(6, help="tasks in the instance"),
+    rate: float = typer.Option(0.05, help="Poisson arrival rate (tasks/s)"),
+    seed: int = typer.Option(0, help="workload seed"),
+    algos: str = typer.Option("random,fifo,greedy,adaptive", help="schedulers to compare"),
+    node_limit: int = typer.Option(2_000_000, help="branch-and-bound node limit"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Solve one small instance exactly (offline, arrivals known) and print every scheduler's gap."""
+    from .experiments.optimal import compare_on_instance
+
+    cfg = _config(nodes=nodes, rate=rate, tasks_per_episode=tasks)
+    names = tuple(a.strip().lower() for a in algos.split(",") if a.strip())
+    try:
+        res = compare_on_instance(cfg, seed, names, node_limit=node_limit)
+    except ValueError as e:
+        _fail(str(e))
+    if as_json:
+        print(json.dumps(res))
+        return
+    t = Table(title=f"offline optimum vs schedulers: {nodes} nodes, {tasks} tasks, rate {rate}, seed {seed}")
+    for col in ("scheduler", "objective R0", "gap R0 %", "mean response s", "vs min response %", "sim reward"):
+        t.add_column(col, justify="right")
+    for r in res["rows"]:
+        t.add_row(r["name"], f"{r['objective']:.3f}", _fmt(r["gap_pct"]), f"{r['mean_response_s']:.2f}",
+                  _fmt(r["response_excess_pct"]), _fmt(r.get("sim_reward", math.nan)))
+    out.print(t)
+    out.print(f"optimum: {res['status']} after {res['nodes_explored']:,} nodes, {res['solve_s']:.2f} s; "
+              f"min mean response {res['min_mean_response_s']:.2f} s ({res['response_status']}); "
+              f"response lower bound (relaxation) {res['response_lower_bound_s']:.2f} s")
 
 
 def main() -> None:  # pragma: no cover

@@ -12,11 +12,11 @@ from eatsched.sim.env import EATEnv
 def immediate_reward(env, action):
     """Reward of ``action`` from the env's current state, on copies of the state (env untouched)."""
     servers, tasks, clock, params, st, it = (x.copy() for x in env.state_arrays)
-    rew = np.zeros(1)
     obs = np.zeros_like(env._obs)
     info = np.zeros_like(env._info_vec)
-    kernel.step_batch(servers, tasks, clock, params, st, it, action[None].astype(np.float32), rew, obs, info)
-    return rew[0]
+    mask = np.zeros_like(env._mask)
+    kernel.step_batch(servers, tasks, clock, params, st, it, action[None].astype(np.float32), obs, info, mask)
+    return info[0, kernel.INFO_REWARD]
 
 
 def test_greedy_takes_the_best_immediate_reward_without_mutating_the_env():

@@ -124,6 +124,11 @@ def test_host_restart_mid_run_loses_nothing_and_runs_nothing_twice(cluster, clie
             break
         time.sleep(0.02)
     cluster.kill_host()
+    db = sqlite3.connect(cluster.data_dir / "eat.sqlite")  # what the crash left on disk
+    at_crash = dict(db.execute("SELECT id, attempt FROM tasks WHERE state='running'").fetchall())
+    unfinished = db.execute("SELECT COUNT(*) FROM tasks WHERE state IN ('queued', 'running')").fetchone()[0]
+    db.close()
+    assert unfinished > 0, "the crash came too late to test anything"
     cluster.start_host()
     rows = client.wait_all(ids, timeout=150)
     tasks = [rows[i] for i in ids]
@@ -131,12 +136,19 @@ def test_host_restart_mid_run_loses_nothing_and_runs_nothing_twice(cluster, clie
     assert_consistent(tasks)
     done = finished_transitions(cluster)
     assert all(done[i] == 1 for i in ids), "a task finished twice"
+    # what was running at the crash went back to the queue and ran again as a new attempt
+    for tid, attempt in at_crash.items():
+        trans = [(x["state"], x["detail"]) for x in cluster_transitions(cluster, tid)]
+        assert ("queued", "host restarted") in trans, trans
+        assert rows[tid]["attempt"] == attempt + 1
+
+
+def cluster_transitions(cluster, task_id):
     db = sqlite3.connect(cluster.data_dir / "eat.sqlite")
-    reasons = [r[0] for r in db.execute("SELECT detail FROM transitions WHERE state='queued' AND detail IS NOT NULL")]
+    db.row_factory = sqlite3.Row
+    out = [dict(r) for r in db.execute("SELECT * FROM transitions WHERE task_id=? ORDER BY id", (task_id,))]
     db.close()
-    if "running" in states:  # what was running at the crash went back to the queue and ran again
-        assert "host restarted" in reasons
-        assert any(t["attempt"] == 2 for t in tasks)
+    return out
 
 
 def test_eat_submit_waits_for_the_image(cluster, tmp_path):

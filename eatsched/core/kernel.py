@@ -466,28 +466,32 @@ def build_obs(servers, tasks, clock, p, out):
     L = p.queue_len
     n = servers.shape[0]
     t = clock.time
-    ts = p.time_scale
-    tmax = p.time_limit / ts
+    inv_ts = 1.0 / p.time_scale  # multiplications instead of divisions: this runs on every step
+    inv_models = 1.0 / p.n_models
+    inv_n = 1.0 / n
+    inv_speed = 1.0 / p.speed_max
+    tmax = p.time_limit * inv_ts
     idle = 0
     ready = np.int64(0)  # bit (model * 9 + k): an idle group of size k holding the model exists
     for j in range(n):
         s = servers[j]
-        row = L + j
-        rem = (s.busy_until - t) / ts
-        is_idle = _idle(s, t)
+        row = out[L + j]
+        busy_until = s.busy_until
+        is_idle = s.up == 1 and busy_until <= t
         if is_idle:
             idle += 1
             if s.group != NO_GROUP:
                 key = s.model * 9 + s.group_size
                 if key < 63:
                     ready |= np.int64(1) << np.int64(key)
-        out[row, 0] = 1.0
-        out[row, 1] = 1.0 if is_idle else 0.0
-        out[row, 2] = 0.0 if rem <= 0.0 else (rem if rem < tmax else tmax)
-        out[row, 3] = (s.model + 1) / p.n_models
-        out[row, 4] = s.group_size / n
-        out[row, 5] = s.speed / p.speed_max
-        out[row, 6] = 1.0 if s.up == 1 else 0.0
+        rem = (busy_until - t) * inv_ts
+        row[0] = 1.0
+        row[1] = 1.0 if is_idle else 0.0
+        row[2] = 0.0 if rem <= 0.0 else (rem if rem < tmax else tmax)
+        row[3] = (s.model + 1) * inv_models
+        row[4] = s.group_size * inv_n
+        row[5] = s.speed * inv_speed
+        row[6] = 1.0 if s.up == 1 else 0.0
     r = 0
     for i in range(clock.head, clock.n_arrived):
         if r == L:
@@ -495,24 +499,27 @@ def build_obs(servers, tasks, clock, p, out):
         task = tasks[i]
         if task.state != QUEUED:
             continue
-        w = (t - task.arrival) / ts
-        can = task.patches <= idle
-        key = task.model * 9 + task.patches
+        row = out[r]
+        w = (t - task.arrival) * inv_ts
+        k = task.patches
+        can = k <= idle
+        key = task.model * 9 + k
         if key < 63:
             has_group = (ready >> np.int64(key)) & 1 == 1
         else:
-            has_group = find_reuse_group(servers, t, task.patches, task.model) >= 0
-        out[r, 0] = 0.0
-        out[r, 1] = 1.0
-        out[r, 2] = w if w < tmax else tmax
-        out[r, 3] = task.patches / MAX_PATCHES
-        out[r, 4] = (task.model + 1) / p.n_models
-        out[r, 5] = 1.0 if can else 0.0
-        out[r, 6] = 1.0 if can and has_group else 0.0
+            has_group = find_reuse_group(servers, t, k, task.model) >= 0
+        row[0] = 0.0
+        row[1] = 1.0
+        row[2] = w if w < tmax else tmax
+        row[3] = k * (1.0 / MAX_PATCHES)
+        row[4] = (task.model + 1) * inv_models
+        row[5] = 1.0 if can else 0.0
+        row[6] = 1.0 if can and has_group else 0.0
         r += 1
     for q in range(r, L):
-        for c in range(out.shape[1]):
-            out[q, c] = 0.0
+        row = out[q]
+        for c in range(row.shape[0]):
+            row[c] = 0.0
 
 
 @jit
@@ -541,10 +548,7 @@ N_INFO = 7
 @jit
 def _write_info(tasks, clock, out, reward):
     """Counters for the env's info dict and the step's reward, as one float vector (one cheap read)."""
-    queued = 0
-    for i in range(clock.head, clock.n_arrived):
-        if tasks[i].state == QUEUED:
-            queued += 1
+    queued = clock.n_arrived - clock.n_launched  # every launched task has arrived
     out[INFO_TIME] = clock.time
     out[INFO_QUEUED] = queued
     out[INFO_LAUNCHED] = clock.n_launched
@@ -555,23 +559,31 @@ def _write_info(tasks, clock, out, reward):
 
 
 @jit
-def _step_env(servers, tasks, clock, p, step_time, init_time, action, rewards, obs, info, vis, sel, work):
+def _step_env(servers, tasks, clock, p, step_time, init_time, action, obs, info, mask, vis, sel, work):
     if clock.status != ACTIVE:
-        rewards[0] = 0.0
+        info[INFO_REWARD] = 0.0
         return
     r = _step_one(servers, tasks, clock, p, step_time, init_time, action, vis, sel, work)
-    rewards[0] = r
     build_obs(servers, tasks, clock, p, obs)
     _write_info(tasks, clock, info, r)
+    _write_mask(obs, mask)
 
 
 @jit
-def step_batch(servers, tasks, clock, params, step_time, init_time, actions, rewards, obs, info):
+def _write_mask(obs, mask):
+    """Action mask: visible tasks that can start now (the observation's can-start column)."""
+    for q in range(mask.shape[0]):
+        mask[q] = obs[q, 5] == 1.0
+
+
+@jit
+def step_batch(servers, tasks, clock, params, step_time, init_time, actions, obs, info, mask):
     """One step of every env in the batch: decide, launch or wait, jump ahead, observe.
 
-    Envs whose episode already ended are left untouched (reward 0)."""
-    _step_chunk(servers, tasks, clock, params, step_time, init_time, actions, rewards, obs, info, 0,
-                servers.shape[0])
+    Writes each env's observation into ``obs[b]``, its counters and the step's reward into ``info[b]``
+    (``INFO_*`` columns) and its action mask into ``mask[b]``. Envs whose episode already ended are
+    left untouched (reward 0)."""
+    _step_chunk(servers, tasks, clock, params, step_time, init_time, actions, obs, info, mask, 0, servers.shape[0])
 
 
 PARALLEL_CHUNK = 64
@@ -579,30 +591,30 @@ PARALLEL_CHUNK = 64
 
 
 @jit
-def _step_chunk(servers, tasks, clock, params, step_time, init_time, actions, rewards, obs, info, lo, hi):
+def _step_chunk(servers, tasks, clock, params, step_time, init_time, actions, obs, info, mask, lo, hi):
     p = params[0]
     n = servers.shape[1]
     vis = np.empty(p.queue_len, np.int64)
     sel = np.empty(n, np.int64)
     work = np.empty(2 * n, np.int64)
     for b in range(lo, hi):
-        _step_env(servers[b], tasks[b], clock[b], p, step_time, init_time, actions[b], rewards[b:b + 1], obs[b],
-                  info[b], vis, sel, work)
+        _step_env(servers[b], tasks[b], clock[b], p, step_time, init_time, actions[b], obs[b], info[b], mask[b],
+                  vis, sel, work)
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
-def step_batch_parallel(servers, tasks, clock, params, step_time, init_time, actions, rewards, obs, info):
+def step_batch_parallel(servers, tasks, clock, params, step_time, init_time, actions, obs, info, mask):
     """``step_batch`` with the envs spread over the CPU cores in chunks (for large batches)."""
     nb_env = servers.shape[0]
     chunks = (nb_env + PARALLEL_CHUNK - 1) // PARALLEL_CHUNK
     for c in nb.prange(chunks):
         hi = min((c + 1) * PARALLEL_CHUNK, nb_env)
-        _step_chunk(servers, tasks, clock, params, step_time, init_time, actions, rewards, obs, info,
+        _step_chunk(servers, tasks, clock, params, step_time, init_time, actions, obs, info, mask,
                     c * PARALLEL_CHUNK, hi)
 
 
 @jit
-def reset_env(servers, tasks, clock, params, speeds, arrival, patches, models, obs, info):
+def reset_env(servers, tasks, clock, params, speeds, arrival, patches, models, obs, info, mask):
     """Start a new episode in one env: servers idle and empty, the workload loaded, the clock at the
     first decision point, the observation written."""
     p = params[0]
@@ -645,23 +657,24 @@ def reset_env(servers, tasks, clock, params, speeds, arrival, patches, models, o
     settle(servers, tasks, clock, p)
     build_obs(servers, tasks, clock, p, obs)
     _write_info(tasks, clock, info, 0.0)
+    _write_mask(obs, mask)
 
 
 @jit
-def reset_batch(servers, tasks, clock, params, speeds, arrival, patches, models, obs, info):
+def reset_batch(servers, tasks, clock, params, speeds, arrival, patches, models, obs, info, mask):
     """``reset_env`` for a batch of one (the single env's entry point)."""
-    reset_env(servers[0], tasks[0], clock[0], params, speeds, arrival, patches, models, obs[0], info[0])
+    reset_env(servers[0], tasks[0], clock[0], params, speeds, arrival, patches, models, obs[0], info[0], mask[0])
 
 
 @jit
-def reset_many(servers, tasks, clock, params, speeds, idx, arrival, patches, models, counts, obs, info):
+def reset_many(servers, tasks, clock, params, speeds, idx, arrival, patches, models, counts, obs, info, mask):
     """``reset_env`` for envs ``idx``; workload q (row q of arrival/patches/models, ``counts[q]`` tasks)
     goes to env ``idx[q]``."""
     for q in range(idx.shape[0]):
         b = idx[q]
         n = counts[q]
         reset_env(servers[b], tasks[b], clock[b], params, speeds, arrival[q, :n], patches[q, :n], models[q, :n],
-                  obs[b], info[b])
+                  obs[b], info[b], mask[b])
 
 
 @jit

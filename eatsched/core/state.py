@@ -31,14 +31,16 @@ SERVER = np.dtype(
     [
         ("busy_until", "f8"),  # time the server's current task ends (idle iff busy_until <= time)
         ("speed", "f8"),  # speed factor c_j
-        ("model", "i8"),  # loaded model type, NO_MODEL at start
-        ("group", "i8"),  # id of the group it belongs to, NO_GROUP when ungrouped
-        ("group_size", "i8"),  # size of that group, 0 when ungrouped
-        ("up", "i8"),  # 1 if usable (the host marks failed workers 0; always 1 in the simulator)
+        ("model", "i4"),  # loaded model type, NO_MODEL at start
+        ("group", "i4"),  # id of the group it belongs to, NO_GROUP when ungrouped
+        ("group_size", "i4"),  # size of that group, 0 when ungrouped
+        ("up", "i4"),  # 1 if usable (the host marks failed workers 0; always 1 in the simulator)
     ],
     align=True,
 )
 
+# narrow integer fields keep a task row at 80 bytes with no padding (padding bytes would be left undefined):
+# the batched simulator is bound by memory traffic
 TASK = np.dtype(
     [
         ("arrival", "f8"),
@@ -48,13 +50,13 @@ TASK = np.dtype(
         ("exec", "f8"),
         ("quality", "f8"),
         ("reward", "f8"),
-        ("patches", "i8"),
-        ("model", "i8"),
-        ("steps", "i8"),
-        ("state", "i8"),  # FUTURE / QUEUED / RUNNING / DONE
-        ("reload", "i8"),
         ("servers", "i8"),  # bitmask of the server set S_i
-        ("order", "i8"),  # launch sequence number (several tasks may start at one instant)
+        ("order", "i4"),  # launch sequence number (several tasks may start at one instant)
+        ("model", "i4"),
+        ("steps", "i2"),
+        ("patches", "i2"),
+        ("state", "i2"),  # FUTURE / QUEUED / RUNNING / DONE
+        ("reload", "i2"),
     ],
     align=True,
 )

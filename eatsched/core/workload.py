@@ -25,6 +25,14 @@ class Workload:
     models: np.ndarray  # model type index
     prompts: list[str] | None = None
 
+    def __post_init__(self):
+        # one array type for the compiled reset (float64 / int64, contiguous), whatever the caller passed
+        self.arrival = np.ascontiguousarray(self.arrival, np.float64)
+        self.patches = np.ascontiguousarray(self.patches, np.int64)
+        self.models = np.ascontiguousarray(self.models, np.int64)
+        if not (len(self.arrival) == len(self.patches) == len(self.models)):
+            raise ValueError("workload arrays must have one entry per task")
+
     def __len__(self) -> int:
         return len(self.arrival)
 

@@ -37,8 +37,10 @@ LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000)
 """Histogram buckets (wall seconds) of the task response time in /metrics."""
 STALL_GRACE_S = 0.5
 """A scheduling-loop gap longer than this (beyond the tick) counts as a host stall, not worker silence."""
-REDELIVER_AFTER_HEARTBEATS = 3
-"""A delivered job the worker's heartbeats keep saying it is not running is sent again after this many."""
+REDELIVER_AFTER_HEARTBEATS = 5
+REDELIVER_MIN_S = 5.0
+"""A delivered job the worker's heartbeats say it is not running is sent again after this many heartbeats
+(and at least this many seconds): the poll's answer was lost. Workers ignore a job key they already ran."""
 
 
 @dataclass
@@ -296,8 +298,10 @@ class Host:
     def _finish(self, run: Run) -> None:
         del self.runs[run.task_id]
         rs = run.results.values()
-        init_s = max(float(r.get("init_s") or 0.0) for r in rs)
-        exec_s = max(float(r.get("exec_s") or 0.0) for r in rs)
+        # the task's times are those of its slowest member (the group finishes with it)
+        crit = max(rs, key=lambda r: float(r.get("init_s") or 0.0) + float(r.get("exec_s") or 0.0))
+        init_s = float(crit.get("init_s") or 0.0)
+        exec_s = float(crit.get("exec_s") or 0.0)
         reloaded = any(r.get("reloaded") for r in rs)
         png = run.results[0].get("image_png")
         clip = run.results[0].get("clip_score")
@@ -367,10 +371,8 @@ class Host:
             return False
         now = time.monotonic()
         w.last_seen = now
-        if w.draining and running != w.draining and running is None:
-            pass  # the result of the drained job is on its way; it releases the worker
-        if (w.assigned and w.delivered_at is not None and running is None
-                and now - w.delivered_at > REDELIVER_AFTER_HEARTBEATS * self.settings.heartbeat_s):
+        patience = max(REDELIVER_MIN_S, REDELIVER_AFTER_HEARTBEATS * self.settings.heartbeat_s)
+        if w.assigned and w.delivered_at is not None and running is None and now - w.delivered_at > patience:
             log.warning("worker %s lost job %s; sending it again", worker_id, w.assigned)
             w.delivered_at = None
             w.jobs.append(w.assigned_env)

@@ -10,6 +10,7 @@ heartbeat or poll gets 404 and the worker registers again; results are retried u
 from __future__ import annotations
 
 import base64
+import collections
 import logging
 import os
 import socket
@@ -68,6 +69,7 @@ class Worker:
         self.jobs_done = 0
         self._stop = threading.Event()
         self._reg_lock = threading.Lock()
+        self._done_keys: collections.deque = collections.deque(maxlen=64)
 
     # --- host protocol ------------------------------------------------------------------------------
     def register(self) -> None:
@@ -123,6 +125,8 @@ class Worker:
 
     # --- main loop ------------------------------------------------------------------------------------
     def run_one(self, envelope: dict) -> None:
+        if envelope["key"] in self._done_keys:  # a re-delivery of a job whose result is already posted
+            return
         job = PatchJob.from_dict(envelope["job"])
         self.running = envelope["key"]
         payload = {"key": envelope["key"], "attempt": envelope["attempt"], "task_id": job.task_id,
@@ -136,6 +140,7 @@ class Worker:
             self.backend.release()
             payload["error"] = f"{type(e).__name__}: {e}"
         self._post_result(payload)
+        self._done_keys.append(envelope["key"])
         self.running = None
         self.jobs_done += 1
 

@@ -96,15 +96,23 @@ class EATEnv(gym.Env):
         self._servers, self._tasks, self._clock = allocate(cfg, 1, self.arrivals.max_tasks)
         self._obs = np.zeros((1, cfg.token_rows, N_FEATURES), np.float32)
         self._action = np.zeros((1, cfg.action_dim), np.float32)
-        self._reward = np.zeros(1, np.float64)
         self._info_vec = np.zeros((1, kernel.N_INFO), np.float64)
+        self._mask = np.zeros((1, cfg.queue_len), np.bool_)
         self._speeds = np.asarray(cfg.server_speeds, np.float64)
         self._step_args = (self._servers, self._tasks, self._clock, self._params, self._step_time,
-                           self._init_time, self._action, self._reward, self._obs, self._info_vec)
+                           self._init_time, self._action, self._obs, self._info_vec, self._mask)
         self._step_kernel = kernel.bind(kernel.step_batch, *self._step_args)
         w = self.arrivals.sample(np.random.default_rng(0))  # only to fix the argument types
         self._reset_kernel = kernel.bind(kernel.reset_batch, self._servers, self._tasks, self._clock, self._params,
-                                         self._speeds, w.arrival, w.patches, w.models, self._obs, self._info_vec)
+                                         self._speeds, w.arrival, w.patches, w.models, self._obs, self._info_vec,
+                                         self._mask)
+        # views made once: slicing costs as much as the kernel's work at 100k steps/s
+        self._obs0 = self._obs[0]
+        self._obs0_flat = self._obs0.reshape(-1)
+        self._mask0 = self._mask[0]
+        self._info0 = self._info_vec[0]
+        self._action0 = self._action[0]
+        self._ended = True  # no episode until reset()
         self.workload: Workload | None = None
         self.episode_return = 0.0
 
@@ -125,35 +133,29 @@ class EATEnv(gym.Env):
             raise ValueError(f"workload has {len(w)} tasks; this env holds at most {self._tasks.shape[1]}")
         self.workload = w
         self._reset_kernel(self._servers, self._tasks, self._clock, self._params, self._speeds,
-                           w.arrival, w.patches, w.models, self._obs, self._info_vec)
+                           w.arrival, w.patches, w.models, self._obs, self._info_vec, self._mask)
         self.episode_return = 0.0
+        self._ended = self._info0[kernel.INFO_STATUS] != ACTIVE
         return self._observation(), self._info()
 
     def step(self, action):
-        if self.workload is None:
-            raise RuntimeError("call reset() before step()")
-        if self._info_vec[0, kernel.INFO_STATUS] != ACTIVE:
-            raise RuntimeError("the episode has ended; call reset()")
+        if self._ended:
+            raise RuntimeError("call reset() before step()" if self.workload is None
+                               else "the episode has ended; call reset()")
         try:
-            self._action[0] = action  # values outside [-1, 1] are clamped by the decoder
+            self._action0[:] = action  # values outside [-1, 1] are clamped by the decoder
         except ValueError:
             raise ValueError(f"action must have shape {self.action_space.shape}, got {np.shape(action)}") from None
         self._step_kernel(*self._step_args)
-        t, queued, launched, done, reloads, status, reward = self._info_vec[0].tolist()
+        t, queued, launched, done, reloads, status, reward = self._info0.tolist()
         self.episode_return += reward
-        info = {
-            "action_mask": self._obs[0, : self.config.queue_len, 5] == 1.0,
-            "time": t,
-            "queued": int(queued),
-            "launched": int(launched),
-            "finished": int(done),
-            "reloads": int(reloads),
-        }
-        terminated = status == TERMINATED
-        truncated = status == TRUNCATED
-        if terminated or truncated:
+        info = {"action_mask": self._mask0.copy(), "time": t, "queued": int(queued), "launched": int(launched),
+                "finished": int(done), "reloads": int(reloads)}
+        if status != ACTIVE:
+            self._ended = True
             info["episode"] = self.metrics()
-        return self._observation(), reward, terminated, truncated, info
+        return (self._obs0_flat if self.flat else self._obs0).copy(), reward, status == TERMINATED, \
+            status == TRUNCATED, info
 
     def render(self):
         if self.render_mode != "ansi":
@@ -168,13 +170,12 @@ class EATEnv(gym.Env):
 
     # --- views -------------------------------------------------------------------------------------
     def _observation(self) -> np.ndarray:
-        obs = self._obs[0]
-        return obs.reshape(-1).copy() if self.flat else obs.copy()
+        return (self._obs0_flat if self.flat else self._obs0).copy()
 
     def _info(self) -> dict:
-        t, queued, launched, done, reloads, _, _ = self._info_vec[0].tolist()
+        t, queued, launched, done, reloads, _, _ = self._info0.tolist()
         return {
-            "action_mask": self._obs[0, : self.config.queue_len, 5] == 1.0,
+            "action_mask": self._mask0.copy(),
             "time": t,
             "queued": int(queued),
             "launched": int(launched),

@@ -8,7 +8,10 @@ observation of its next episode, and ``infos["final_obs"]`` holds the last one.
 
 from __future__ import annotations
 
+import os
+
 import gymnasium as gym
+import numba
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
@@ -18,6 +21,18 @@ from ..core.config import EATConfig
 from ..core.metrics import summarize
 from ..core.state import ACTIVE, N_FEATURES, TERMINATED, TRUNCATED, allocate, make_params, make_time_tables
 from ..core.workload import make_arrivals
+
+
+def _use_usable_cores() -> None:
+    """Numba starts one thread per CPU of the machine; under a CPU affinity mask (containers, taskset) that
+    oversubscribes the cores we may use, so cap its threads at those."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return
+    if "NUMBA_NUM_THREADS" not in os.environ and numba.get_num_threads() > usable:
+        numba.set_num_threads(usable)
+
 
 PARALLEL_MIN_ENVS = 256
 """From this many envs on, steps are spread over the CPU cores."""
@@ -48,14 +63,16 @@ class BatchedEATEnv(VectorEnv):
         self._servers, self._tasks, self._clock = allocate(cfg, num_envs, self.arrivals.max_tasks)
         self._obs = np.zeros((num_envs, cfg.token_rows, N_FEATURES), np.float32)
         self._info = np.zeros((num_envs, kernel.N_INFO), np.float64)
-        self._rewards = np.zeros(num_envs, np.float64)
+        self._mask = np.zeros((num_envs, cfg.queue_len), np.bool_)
         self._actions = np.zeros((num_envs, cfg.action_dim), np.float32)
         self._returns = np.zeros(num_envs, np.float64)
         self.rng = np.random.default_rng()
         use_parallel = num_envs >= PARALLEL_MIN_ENVS if parallel is None else parallel
+        if use_parallel:
+            _use_usable_cores()
         self._step_fn = kernel.step_batch_parallel if use_parallel else kernel.step_batch
         self._step_args = (self._servers, self._tasks, self._clock, self._params, self._step_time,
-                           self._init_time, self._actions, self._rewards, self._obs, self._info)
+                           self._init_time, self._actions, self._obs, self._info, self._mask)
         self._step_kernel = kernel.bind(self._step_fn, *self._step_args)
         self._ended: list[tuple[np.ndarray, np.ndarray]] = []  # (task rows, returns) of ended episodes
 
@@ -84,7 +101,7 @@ class BatchedEATEnv(VectorEnv):
         status = self._info[:, kernel.INFO_STATUS]
         terminated = status == TERMINATED
         truncated = status == TRUNCATED
-        rewards = self._rewards.copy()
+        rewards = self._info[:, kernel.INFO_REWARD].copy()
         self._returns += rewards
         infos: dict = {}
         ended = np.flatnonzero(status != ACTIVE)
@@ -111,10 +128,16 @@ class BatchedEATEnv(VectorEnv):
 
     # --- internals ---------------------------------------------------------------------------------
     def _reset_envs(self, idx: np.ndarray) -> None:
-        arrival, patches, models, counts = self.arrivals.sample_batch(self.rng, len(idx))
+        arrival, patches, models, counts = self.next_workloads(idx)
         kernel.reset_many(self._servers, self._tasks, self._clock, self._params, self._speeds,
-                          idx.astype(np.int64), arrival, patches, models, counts, self._obs, self._info)
+                          idx.astype(np.int64), arrival, patches, models, counts, self._obs, self._info, self._mask)
         self._returns[idx] = 0.0
+
+    def next_workloads(self, idx: np.ndarray):
+        """Workloads for the episodes about to start in envs ``idx``: ``(arrival, patches, models, counts)``,
+        row q for env ``idx[q]`` (float64 / int64 arrays, rows padded past ``counts[q]``). Drawn from the
+        arrival process; override to replay fixed workloads (``algos.search`` does)."""
+        return self.arrivals.sample_batch(self.rng, len(idx))
 
     def _observations(self) -> np.ndarray:
         obs = self._obs.reshape(self.num_envs, -1) if self.flat else self._obs
@@ -122,4 +145,5 @@ class BatchedEATEnv(VectorEnv):
 
     @property
     def action_masks(self) -> np.ndarray:
-        return self._obs[:, : self.config.queue_len, 5] == 1.0
+        """(num_envs, L) bool: visible tasks that can start now."""
+        return self._mask.copy()

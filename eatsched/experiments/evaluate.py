@@ -1,0 +1,499 @@
+"""The paper's evaluation (Tables IX-XII, Fig. 8) rerun on our simulator: every (nodes, rate, algorithm) cell
+over K held-out workload seeds, with t-based 95% confidence intervals.
+
+Who calls it: ``eat evaluate`` (and ``eat report`` reads what it writes). Each cell is one call of
+``experiments.simulate.simulate`` (so its numbers are exactly ``eat simulate --seed EVAL_SEED0 --episodes K``)
+and is stored as ``DIR/cells/<algo>-n<nodes>-r<rate>.json``; a rerun reuses every stored cell whose
+fingerprint (config, seeds, checkpoint bytes) still matches, so an interrupted run resumes where it stopped.
+
+Learned algorithms reach us only through ``algos.make_policy``; one whose module or checkpoint is missing
+is skipped with a warning and listed in ``DIR/skipped.json`` and in the tables' notes, never a crash.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import hashlib
+import json
+import math
+import multiprocessing as mp
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..algos import HEURISTICS, LEARNED
+from ..core.config import EATConfig
+
+GRIDS: dict[str, tuple[tuple[int, tuple[float, ...]], ...]] = {
+    "paper": (
+        (4, (0.01, 0.03, 0.05, 0.07, 0.09)),
+        (8, (0.06, 0.08, 0.10, 0.12, 0.14)),
+        (12, (0.11, 0.13, 0.15, 0.17, 0.19)),
+    ),
+    "small": ((4, (0.05,)), (8, (0.10,))),
+}
+"""Experiment grids: (nodes, arrival rates). ``paper`` is the paper's Tables IX-XII grid (SPEC section 3)."""
+
+DEFAULT_ALGOS = ("eat", "eat-a", "eat-d", "eat-da", "lad-ts", "ppo", "genetic", "harmony",
+                 "random", "greedy", "fifo", "adaptive")
+"""The paper's schedulers in its table order, then ours (``fifo``, ``adaptive``)."""
+
+EVAL_SEED0 = 2_000_000
+"""First held-out workload seed: cell episodes use seeds EVAL_SEED0 .. EVAL_SEED0 + K - 1. Disjoint from every
+seed range the other parts of the project use: `eat simulate`'s default 0.., the search baselines' training
+seeds 1000.. and periodic evaluation 10,000.., the SAC trainer's periodic evaluation 1,000,000.. (its
+training draws from the batched env's own stream). So no policy was trained or selected on these workloads."""
+
+CHECKPOINT_EXTS = ("pt", "zip", "npz")
+
+METRICS: dict[str, tuple[str, str, str]] = {
+    # table name: (summary key, title, number format)
+    "quality": ("mean_quality", "Table IX: mean task quality (CLIP-score model q(s))", "{:.3f}"),
+    "response": ("mean_response_s", "Table X: mean response latency (s)", "{:.1f}"),
+    "reload": ("reload_rate", "Table XI: model reload rate (reloads / launched tasks)", "{:.3f}"),
+    "decision_time": ("mean_decision_ms", "Table XII: mean decision time per scheduling step (ms)", "{:.3f}"),
+}
+"""The tables ``evaluate`` writes, in the paper's order."""
+
+EPISODE_KEYS = ("mean_quality", "mean_response_s", "p95_response_s", "reload_rate", "efficiency",
+                "mean_decision_ms", "reward", "completed_fraction", "decisions")
+
+
+# --- statistics ---------------------------------------------------------------------------------------------
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+         2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+         2.045, 2.042)
+
+
+def t_quantile_975(df: int) -> float:
+    """Two-sided 95% Student-t quantile for ``df`` degrees of freedom (table to 30, then 1.96 + 2.4/df)."""
+    if df < 1:
+        return math.nan
+    return _T975[df - 1] if df <= len(_T975) else 1.96 + 2.4 / df
+
+
+def ci95(values: Sequence[float]) -> float:
+    """Half-width of the t-based 95% confidence interval of the mean over seeds (NaN for fewer than two)."""
+    x = np.asarray([v for v in values if v == v], np.float64)
+    if len(x) < 2:
+        return math.nan
+    return float(t_quantile_975(len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+
+
+# --- cells --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Cell:
+    algo: str
+    nodes: int
+    rate: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.algo}-n{self.nodes}-r{self.rate:g}"
+
+    @property
+    def column(self) -> str:
+        return f"N{self.nodes} {self.rate:g}"
+
+
+@dataclass
+class EvalSettings:
+    """Everything that defines an evaluation run (saved as ``DIR/settings.json``)."""
+
+    grid: str = "paper"
+    algos: tuple[str, ...] = DEFAULT_ALGOS
+    seeds: int = 10
+    seed0: int = EVAL_SEED0
+    jobs: int = 1
+    checkpoints: Path | None = None
+    base: EATConfig = field(default_factory=EATConfig)
+    cells: tuple[tuple[int, tuple[float, ...]], ...] | None = None  # overrides ``grid`` (tests, custom grids)
+
+    def grid_cells(self) -> tuple[tuple[int, tuple[float, ...]], ...]:
+        if self.cells is not None:
+            return self.cells
+        if self.grid not in GRIDS:
+            raise ValueError(f"unknown grid {self.grid!r}; choose from {', '.join(GRIDS)}")
+        return GRIDS[self.grid]
+
+    def columns(self) -> list[tuple[int, float]]:
+        return [(n, r) for n, rates in self.grid_cells() for r in rates]
+
+    def to_dict(self) -> dict:
+        return {"grid": self.grid, "algos": list(self.algos), "seeds": self.seeds, "seed0": self.seed0,
+                "jobs": self.jobs, "checkpoints": str(self.checkpoints) if self.checkpoints else None,
+                "cells": [[n, list(r)] for n, r in self.grid_cells()], "base_config": self.base.to_dict()}
+
+
+def checkpoint_path(algo: str, nodes: int, checkpoints: Path | None) -> str | None:
+    """``DIR/{algo}-n{nodes}.{pt|zip|npz}`` for a learned algorithm under ``--checkpoints DIR`` (None: the
+    shipped checkpoint, which ``make_policy`` resolves itself). Heuristics have none."""
+    if algo not in LEARNED or checkpoints is None:
+        return None
+    for ext in CHECKPOINT_EXTS:
+        p = Path(checkpoints) / f"{algo}-n{nodes}.{ext}"
+        if p.is_file():
+            return str(p)
+    raise FileNotFoundError(f"no checkpoint {algo}-n{nodes}.{{{','.join(CHECKPOINT_EXTS)}}} in {checkpoints}")
+
+
+def _file_digest(path: str | None) -> str | None:
+    if path is None:
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _shipped_checkpoint(algo: str, nodes: int) -> str | None:
+    """The shipped checkpoint file of a learned algorithm, if any (to fingerprint it)."""
+    if algo not in LEARNED:
+        return None
+    base = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
+    for ext in CHECKPOINT_EXTS:
+        p = base / f"{algo}-n{nodes}.{ext}"
+        if p.is_file():
+            return str(p)
+    return None
+
+
+def fingerprint(cell: Cell, cfg: EATConfig, seed0: int, seeds: int, checkpoint: str | None) -> str:
+    """What a stored cell must match to be reused: algorithm, full config, seeds and checkpoint bytes."""
+    ckpt = checkpoint or _shipped_checkpoint(cell.algo, cell.nodes)
+    blob = json.dumps({"algo": cell.algo, "config": cfg.to_dict(), "seed0": seed0, "seeds": seeds,
+                       "checkpoint": _file_digest(ckpt)}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def probe(algo: str, cfg: EATConfig, checkpoints: Path | None) -> tuple[str | None, str | None]:
+    """(checkpoint, None) if ``algo`` can run on ``cfg``'s cluster, else (None, reason to skip it)."""
+    from ..algos import make_policy  # noqa: PLC0415
+
+    try:
+        ckpt = checkpoint_path(algo, cfg.nodes, checkpoints)
+        make_policy(algo, cfg, checkpoint=ckpt, seed=0)
+    except (ImportError, ValueError, FileNotFoundError, OSError, KeyError, RuntimeError) as e:
+        return None, f"{type(e).__name__}: {e}"
+    return ckpt, None
+
+
+def run_cell(cell: Cell, cfg: EATConfig, seed0: int, seeds: int, checkpoint: str | None) -> dict:
+    """Run one cell (top level so a process pool can call it): ``simulate`` over seeds seed0.. seed0+K-1."""
+    from ..algos import make_policy  # noqa: PLC0415
+    from .simulate import simulate  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    # warm-up on a throwaway policy and seed, so compile/cache loading is not timed as decision time
+    simulate(make_policy(cell.algo, cfg, checkpoint=checkpoint, seed=seed0), cfg, 1, seed0 - 1)
+    policy = make_policy(cell.algo, cfg, checkpoint=checkpoint, seed=seed0)
+    res = simulate(policy, cfg, seeds, seed0)
+    summary = res.summary()
+    episodes = [{k: float(e[k]) for k in EPISODE_KEYS if k in e} | {"seed": int(e["seed"])} for e in res.episodes]
+    ci = {k: ci95([e[k] for e in episodes]) for k in EPISODE_KEYS}
+    return {"algo": cell.algo, "nodes": cell.nodes, "rate": cell.rate, "seed0": seed0, "seeds": seeds,
+            "checkpoint": checkpoint, "summary": summary, "ci95": ci, "episodes": episodes,
+            "wall_s": time.perf_counter() - t0, "config": cfg.to_dict()}
+
+
+# --- the run ------------------------------------------------------------------------------------------------
+@dataclass
+class Evaluation:
+    settings: EvalSettings
+    records: dict[Cell, dict]
+    skipped: dict[str, str]  # "algo" or "algo-nN" -> reason
+    computed: list[Cell]
+    wall_s: float
+    response_bounds: dict[str, float] = field(default_factory=dict)  # column -> lower bound on mean response
+
+
+def _cell_file(out: Path, cell: Cell) -> Path:
+    return out / "cells" / f"{cell.key}.json"
+
+
+def load_cell(out: Path, cell: Cell, fp: str) -> dict | None:
+    p = _cell_file(out, cell)
+    if not p.is_file():
+        return None
+    try:
+        rec = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return rec if rec.get("fingerprint") == fp else None
+
+
+def _store_cell(out: Path, cell: Cell, rec: dict) -> None:
+    p = _cell_file(out, cell)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".tmp")
+    tmp.write_text(json.dumps(rec, indent=1, default=str))
+    tmp.replace(p)  # atomic: an interrupted run never leaves half a cell
+
+
+def evaluate(settings: EvalSettings, out: Path, *, warn: Callable[[str], None] = print,
+             on_start: Callable[[int], None] | None = None,
+             on_cell: Callable[[Cell, dict, bool], None] | None = None) -> Evaluation:
+    """Run (or resume) every cell of the grid; writes cells, tables and plots under ``out``.
+
+    ``on_start(n_cells)`` then ``on_cell(cell, record, reused)`` once per cell drive a progress bar."""
+    t_start = time.perf_counter()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    unknown = [a for a in settings.algos if a not in HEURISTICS and a not in LEARNED]
+    if unknown:
+        raise ValueError(f"unknown algorithm(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(tuple(HEURISTICS) + LEARNED)}")
+    if settings.seeds < 1:
+        raise ValueError("seeds: must be >= 1")
+
+    skipped: dict[str, str] = {}
+    todo: list[tuple[Cell, EATConfig, str | None, str]] = []
+    records: dict[Cell, dict] = {}
+    reused: list[Cell] = []
+    for algo in settings.algos:
+        for nodes, rates in settings.grid_cells():
+            cfg_n = settings.base.replace(nodes=nodes, rate=rates[0])
+            ckpt, reason = (None, None) if algo in HEURISTICS else probe(algo, cfg_n, settings.checkpoints)
+            if reason is not None:
+                reason = reason.splitlines()[0][:200]
+                skipped[f"{algo}-n{nodes}"] = reason
+                warn(f"skipping {algo} on {nodes} nodes: {reason}")
+                continue
+            for rate in rates:
+                cell = Cell(algo, nodes, float(rate))
+                cfg = settings.base.replace(nodes=nodes, rate=float(rate))
+                fp = fingerprint(cell, cfg, settings.seed0, settings.seeds, ckpt)
+                rec = load_cell(out, cell, fp)
+                if rec is not None:
+                    records[cell] = rec
+                    reused.append(cell)
+                else:
+                    todo.append((cell, cfg, ckpt, fp))
+
+    if on_start is not None:
+        on_start(len(records) + len(todo))
+    for cell in reused:
+        if on_cell is not None:
+            on_cell(cell, records[cell], True)
+
+    # expensive cells first (greedy enumerates every action; learned policies run a network)
+    todo.sort(key=lambda t: (t[0].algo in ("random", "fifo", "adaptive"), -t[0].nodes))
+
+    def finish(cell: Cell, fp: str, rec: dict) -> None:
+        rec["fingerprint"] = fp
+        _store_cell(out, cell, rec)
+        records[cell] = rec
+        if on_cell is not None:
+            on_cell(cell, rec, False)
+
+    def failed(cell: Cell, e: BaseException) -> None:
+        """A cell whose policy crashed is reported and left out; the other cells go on (and are stored)."""
+        skipped[cell.key] = f"failed: {type(e).__name__}: {e}".splitlines()[0][:200]
+        warn(f"cell {cell.key} failed ({type(e).__name__}: {e}); it is left out and retried on the next run")
+        if on_cell is not None:
+            on_cell(cell, {}, False)
+
+    if settings.jobs <= 1 or len(todo) <= 1:
+        for cell, cfg, ckpt, fp in todo:
+            try:
+                rec = run_cell(cell, cfg, settings.seed0, settings.seeds, ckpt)
+            except Exception as e:  # noqa: BLE001 - a learned policy may raise anything
+                failed(cell, e)
+                continue
+            finish(cell, fp, rec)
+    else:
+        ctx = mp.get_context("spawn")  # no fork of a parent that may hold torch / numba threads
+        with cf.ProcessPoolExecutor(max_workers=settings.jobs, mp_context=ctx) as pool:
+            futs = {pool.submit(run_cell, cell, cfg, settings.seed0, settings.seeds, ckpt): (cell, fp)
+                    for cell, cfg, ckpt, fp in todo}
+            for fut in cf.as_completed(futs):
+                cell, fp = futs[fut]
+                try:
+                    rec = fut.result()
+                except Exception as e:  # noqa: BLE001
+                    failed(cell, e)
+                    continue
+                finish(cell, fp, rec)
+
+    ordered = {c: records[c] for c in sorted(records, key=lambda c: (settings.algos.index(c.algo), c.nodes, c.rate))}
+    ev = Evaluation(settings, ordered, skipped, [t[0] for t in todo if t[0] in records], time.perf_counter() - t_start,
+                    response_bounds(settings))
+    write_outputs(ev, out)
+    return ev
+
+
+def response_bounds(settings: EvalSettings) -> dict[str, float]:
+    """Per column, the mean over the cell's seeds of ``optimal.response_lower_bound``: no scheduler's mean
+    response on those workloads can be lower (when every task finishes; see docs/optimal.md)."""
+    from ..sim.env import EATEnv  # noqa: PLC0415
+    from .optimal import response_lower_bound  # noqa: PLC0415
+
+    out = {}
+    for nodes, rate in settings.columns():
+        cfg = settings.base.replace(nodes=nodes, rate=float(rate))
+        env = EATEnv(cfg)
+        vals = []
+        for seed in range(settings.seed0, settings.seed0 + settings.seeds):
+            env.reset(seed=seed)
+            vals.append(response_lower_bound(cfg, env.workload))
+        out[f"N{nodes} {float(rate):g}"] = float(np.mean(vals))
+    return out
+
+
+# --- outputs ------------------------------------------------------------------------------------------------
+def table_rows(ev: Evaluation, metric: str) -> tuple[list[str], list[list]]:
+    """Header and rows (algorithm, then per column value and CI half-width) of one table."""
+    key = METRICS[metric][0]
+    cols = ev.settings.columns()
+    header = ["algorithm"] + [f"N{n} {r:g}" for n, r in cols]
+    rows = []
+    for algo in ev.settings.algos:
+        row: list = [algo]
+        have = False
+        for n, r in cols:
+            rec = ev.records.get(Cell(algo, n, float(r)))
+            if rec is None:
+                row.append(None)
+            else:
+                have = True
+                row.append((float(rec["summary"][key]), float(rec["ci95"].get(key, math.nan))))
+        if have:
+            rows.append(row)
+    return header, rows
+
+
+def _fmt(v, fmt: str) -> str:
+    if v is None:
+        return "skipped"
+    mean, half = v
+    if mean != mean:
+        return "nan"
+    return fmt.format(mean) + ("" if half != half else f" ± {fmt.format(half)}")
+
+
+def write_outputs(ev: Evaluation, out: Path) -> None:
+    out = Path(out)
+    (out / "settings.json").write_text(json.dumps(ev.settings.to_dict(), indent=1))
+    (out / "skipped.json").write_text(json.dumps(ev.skipped, indent=1))
+    (out / "response_bound.json").write_text(json.dumps(ev.response_bounds, indent=1))
+    for metric, (key, _title, _fmt) in METRICS.items():
+        header, rows = table_rows(ev, metric)
+        with (out / f"{metric}.csv").open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["algorithm", "nodes", "rate", key, "ci95", "seeds", "seed0"])
+            for row in rows:
+                for (n, r), v in zip(ev.settings.columns(), row[1:], strict=True):
+                    if v is not None:
+                        w.writerow([row[0], n, f"{r:g}", repr(v[0]), repr(v[1]), ev.settings.seeds,
+                                    ev.settings.seed0])
+        (out / f"{metric}.md").write_text(markdown_table(ev, metric))
+    plot_efficiency(ev, out / "efficiency.png")
+
+
+def markdown_table(ev: Evaluation, metric: str) -> str:
+    key, title, fmt = METRICS[metric]
+    header, rows = table_rows(ev, metric)
+    s = ev.settings
+    lines = [f"### {title}", "",
+             f"Mean ± 95% CI half-width (t over {s.seeds} held-out seeds {s.seed0}..{s.seed0 + s.seeds - 1}; "
+             f"{s.base.tasks_per_episode} tasks each). Columns: nodes and arrival rate (tasks/s).", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        lines.append("| " + " | ".join([row[0]] + [_fmt(v, fmt) for v in row[1:]]) + " |")
+    if metric == "response" and ev.response_bounds:
+        cells = []
+        for (n, r), col in zip(s.columns(), header[1:], strict=True):
+            recs = [ev.records.get(Cell(a, n, float(r))) for a in s.algos]
+            complete = all(rec["summary"]["tasks_completed"] == rec["summary"]["tasks"] for rec in recs if rec)
+            b = ev.response_bounds.get(col, math.nan)
+            cells.append(fmt.format(b) if complete and b == b else "(truncated)")
+        lines.append("| *lower bound* | " + " | ".join(cells) + " |")
+        lines += ["", "*lower bound*: no schedule of these workloads has a lower mean response (relaxation to one "
+                  "preemptive machine, docs/optimal.md); not shown where episodes were truncated."]
+    if ev.skipped:
+        lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in ev.skipped.items())]
+    return "\n".join(lines) + "\n"
+
+
+def plot_efficiency(ev: Evaluation, path: Path) -> None:
+    """Fig. 8: efficiency (mean quality / mean response s) per algorithm, one panel per cluster size."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    groups = ev.settings.grid_cells()
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
+    for ax, (nodes, rates) in zip(axes[0], groups, strict=True):
+        for algo in ev.settings.algos:
+            recs = [ev.records.get(Cell(algo, nodes, float(r))) for r in rates]
+            pts = [(r, rec["summary"]["efficiency"], rec["ci95"].get("efficiency", math.nan))
+                   for r, rec in zip(rates, recs, strict=True) if rec is not None]
+            if pts:
+                x, y, e = zip(*pts, strict=True)
+                ax.errorbar(x, y, yerr=[0 if v != v else v for v in e], marker="o", ms=3, capsize=2, label=algo)
+        ax.set_title(f"{nodes} nodes")
+        ax.set_xlabel("arrival rate (tasks/s)")
+        ax.set_ylabel("efficiency (quality / response s)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+TRAIN_COLUMNS = ("step", "episodes", "episode_reward", "episode_length", "loss_actor", "loss_critic", "alpha",
+                 "wall_s")
+
+
+def read_train_logs(logs: Path) -> dict[str, dict[str, np.ndarray]]:
+    """``logs/<algo>-n<nodes>/train_log.csv`` (the training contract) -> {run name: {column: values}};
+    empty cells become NaN."""
+    runs: dict[str, dict[str, np.ndarray]] = {}
+    for f in sorted(Path(logs).glob("*/train_log.csv")):
+        with f.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            cols: dict[str, list[float]] = {c: [] for c in reader.fieldnames or []}
+            for row in reader:
+                for c in cols:
+                    try:
+                        cols[c].append(float(row[c]) if row[c] not in ("", None) else math.nan)
+                    except ValueError:
+                        cols[c].append(math.nan)
+        if "step" in cols and cols["step"]:
+            runs[f.parent.name] = {c: np.asarray(v, np.float64) for c, v in cols.items()}
+    return runs
+
+
+def plot_training(logs: Path, path: Path) -> bool:
+    """Fig. 5: episode reward, losses and episode length against env steps for every run under ``logs``.
+    Returns False (and draws nothing) when there are no logs."""
+    runs = read_train_logs(logs)
+    if not runs:
+        return False
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    panels = (("episode_reward", "(a) episode reward"), ("loss_actor", "(b) actor loss"),
+              ("loss_critic", "(c) critic loss"), ("episode_length", "(d) episode length"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    for ax, (col, title) in zip(axes, panels, strict=True):
+        for name, cols in runs.items():
+            if col in cols and np.isfinite(cols[col]).any():
+                ok = np.isfinite(cols[col])
+                ax.plot(cols["step"][ok], cols[col][ok], label=name, lw=1)
+        ax.set_title(title)
+        ax.set_xlabel("env steps")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
