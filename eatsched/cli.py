@@ -135,6 +135,85 @@ def bench_env(
     out.print(t)
 
 
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        _fail(f"{what}: {text!r} is not a comma-separated list of integers")
+    if not values:
+        _fail(f"{what}: empty")
+    return values
+
+
+@app.command()
+def calibrate(
+    model: str = typer.Option(..., help="diffusers model directory or a Hugging Face id in the local cache"),
+    device: str = typer.Option("cpu", help="cpu | cuda (k patches use k GPUs)"),
+    sizes: str = typer.Option("512", help="image sizes in px, comma-separated (one profile each)"),
+    patches: str = typer.Option("1,2,4", help="patch counts to measure (must include 1)"),
+    steps: str = typer.Option("4,12", help="two step counts s1,s2: step time = (exec(s2) - exec(s1)) / (s2 - s1)"),
+    mode: str = typer.Option("stale", help="patch-parallel mode: stale | sync"),
+    cuda_graph: bool = typer.Option(False, help="measure with CUDA-graph replay"),
+    name: str | None = typer.Option(None, help="profile name"),
+    out_path: Path = typer.Option(Path("profile.toml"), "--out", help="profile file (.toml or .json)"),
+):
+    """Measure step and init times per patch count on this machine and write a time profile."""
+    from .gen.calibrate import CalibrateSettings, write_profiles
+    from .gen.calibrate import calibrate as run
+
+    step_pair = _ints(steps, "steps")
+    if len(step_pair) != 2:
+        _fail("steps: give exactly two step counts, e.g. 4,12")
+    settings = CalibrateSettings(model=model, device=device, sizes=_ints(sizes, "sizes"),
+                                 patches=_ints(patches, "patches"), steps=step_pair, mode=mode,
+                                 cuda_graph=cuda_graph, name=name)
+    total = len(settings.sizes) * len(settings.patches)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as prog:
+        bar = prog.add_task("calibrating", total=total)
+
+        def done(size, k, m):
+            err.print(f"{size} px, k={k}: init {m['init_s']:.2f} s, {m['step_s'] * 1000:.1f} ms/step")
+            prog.advance(bar)
+
+        try:
+            profiles = run(settings, on_done=done)
+            paths = write_profiles(profiles, out_path)
+        except (ValueError, FileNotFoundError, RuntimeError, TimeoutError) as e:
+            _fail(str(e))
+    for p in paths:
+        out.print(f"wrote {p} (use it with: eat simulate --profile {p})")
+
+
+@bench_app.command("gen")
+def bench_gen(
+    device: str = typer.Option("cpu", help="cpu (tiny UNet) | cuda (SD 1.4-shaped UNet, fp16)"),
+    size: int | None = typer.Option(None, help="image px (default 512 on CUDA, 64 on CPU)"),
+    iters: int = typer.Option(20, help="timed steps per variant"),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Per-step ms of a UNet denoising step: eager, ours (CUDA graph) and the graph-replay floor."""
+    from .gen.bench import BenchSettings, run_bench
+
+    try:
+        r = run_bench(BenchSettings(device=device, size=size, iters=iters))
+    except ValueError as e:
+        _fail(str(e))
+    if as_json:
+        print(json.dumps(r))
+        return
+    t = Table(title=f"UNet step, {r['size_px']} px, CFG batch 2, {r['dtype']}, {r['device']} ({r['unet_params_m']}M)")
+    for col in ("variant", "ms/step", "x floor"):
+        t.add_column(col, justify="right")
+    floor = r.get("floor_ms")
+    for v in ("eager", "ours", "floor"):
+        if f"{v}_ms" in r:
+            t.add_row(v, f"{r[f'{v}_ms']:.2f}", f"{r[f'{v}_ms'] / floor:.2f}x" if floor else "-")
+    out.print(t)
+    if "note" in r:
+        out.print(r["note"])
+
+
 # --- serving (issue 5) -------------------------------------------------------------------------------------
 @app.command()
 def serve(
@@ -182,6 +261,10 @@ def worker(
     profile: str = typer.Option("reference", help="simulated backend: time profile"),
     model: str | None = typer.Option(None, help="diffusers backend: model id or path"),
     device: str | None = typer.Option(None, help="diffusers backend: device (cpu, cuda:0, ...)"),
+    mode: str | None = typer.Option(None, help="diffusers backend: patch parallelism stale (default) | sync"),
+    warmup_steps: int | None = typer.Option(None, "--warmup-steps", help="diffusers backend: synchronous steps first"),
+    cuda_graph: bool | None = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="diffusers backend: CUDA graphs"),
+    clip_model: str | None = typer.Option(None, "--clip-model", help="diffusers backend: CLIP model dir for scores"),
     token: str | None = typer.Option(None, envvar="EAT_TOKEN", help="bearer token of the host"),
     log_level: str = typer.Option("warning", "--log-level"),
 ):
@@ -195,7 +278,8 @@ def worker(
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         opts = ({"profile": profile, "time_scale": time_scale, "speed": speed} if backend == "simulated"
-                else {"model": model, "device": device})
+                else {"model": model, "device": device, "mode": mode, "warmup_steps": warmup_steps,
+                      "cuda_graph": cuda_graph, "clip_model": clip_model})
         be = make_backend(backend, **opts)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
