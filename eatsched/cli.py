@@ -265,6 +265,7 @@ def worker(
     warmup_steps: int | None = typer.Option(None, "--warmup-steps", help="diffusers backend: synchronous steps first"),
     cuda_graph: bool | None = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="diffusers backend: CUDA graphs"),
     clip_model: str | None = typer.Option(None, "--clip-model", help="diffusers backend: CLIP model dir for scores"),
+    threads: int | None = typer.Option(None, help="diffusers backend: CPU threads (1 each for workers sharing a CPU)"),
     token: str | None = typer.Option(None, envvar="EAT_TOKEN", help="bearer token of the host"),
     log_level: str = typer.Option("warning", "--log-level"),
 ):
@@ -279,7 +280,7 @@ def worker(
     try:
         opts = ({"profile": profile, "time_scale": time_scale, "speed": speed} if backend == "simulated"
                 else {"model": model, "device": device, "mode": mode, "warmup_steps": warmup_steps,
-                      "cuda_graph": cuda_graph, "clip_model": clip_model})
+                      "cuda_graph": cuda_graph, "clip_model": clip_model, "threads": threads})
         be = make_backend(backend, **opts)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))

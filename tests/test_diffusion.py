@@ -149,6 +149,8 @@ def test_bad_jobs_and_missing_models_give_clear_errors(models, tmp_path):
         DiffusersBackend(model=sd, mode="eventually")
     with pytest.raises(ValueError, match="cuda_graph"):
         DiffusersBackend(model=sd, cuda_graph=True)
+    with pytest.raises(ValueError, match="threads"):
+        DiffusersBackend(model=sd, threads=0)
     with pytest.raises(FileNotFoundError, match="--model"):
         DiffusersBackend(model=str(tmp_path / "nowhere")).run(_job("m", group_spec("x", 1)))
     with pytest.raises(FileNotFoundError, match="model_index.json"):

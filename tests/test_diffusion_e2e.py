@@ -6,7 +6,6 @@ Measured init and exec times are printed (``pytest -s``) and checked for consist
 from __future__ import annotations
 
 import io
-import os
 
 import pytest
 
@@ -27,19 +26,13 @@ def cluster(tmp_path_factory):
     sd, clip = write_tiny_pipeline(root / "sd"), write_tiny_clip(root / "clip")
     c = LocalCluster(root / "host", nodes=2, workers=0, policy="adaptive", time_scale=0.01, heartbeat_s=0.5,
                      heartbeat_timeout_s=30.0)
-    saved = os.environ.get("OMP_NUM_THREADS")
-    os.environ["OMP_NUM_THREADS"] = "1"  # two CPU workers on a small machine: one thread each (children inherit)
     with c:
         c.start_host()
         for wid in ("w0", "w1"):
             c.worker_procs[wid] = c._spawn(["worker", "--host", c.url, "--id", wid, "--backend", "diffusers",
                                             "--model", str(sd), "--device", "cpu", "--clip-model", str(clip),
-                                            "--warmup-steps", "2"], f"worker-{wid}.log")
+                                            "--warmup-steps", "2", "--threads", "1"], f"worker-{wid}.log")
         c.wait_workers(2, timeout=120)
-        if saved is None:
-            os.environ.pop("OMP_NUM_THREADS")
-        else:
-            os.environ["OMP_NUM_THREADS"] = saved
         yield c
 
 

@@ -15,8 +15,6 @@ import torch
 
 from ..backend import Backend, PatchJob, PatchResult
 
-OPTIONS = ("model", "device", "mode", "warmup_steps", "cuda_graph", "clip_model", "dist_backend", "dist_timeout_s")
-
 
 class DiffusersBackend(Backend):
     """Generates ``PatchJob``s with a diffusers text-to-image pipeline.
@@ -30,13 +28,15 @@ class DiffusersBackend(Backend):
     :param clip_model: a transformers CLIPModel directory (or cached id) for ``clip_score``; None: no score
     :param dist_backend: ``gloo`` or ``nccl``; None: nccl on CUDA, gloo on CPU
     :param dist_timeout_s: how long to wait for the other members of a group
+    :param threads: CPU threads for torch in this process (None: torch's default). Several CPU workers on one
+        machine should use one each: two threads per process made a step 20-30x slower on a shared 2-core box
     """
 
     name = "diffusers"
 
     def __init__(self, model: str | None = None, device: str = "cpu", mode: str = "stale", warmup_steps: int = 4,
                  cuda_graph: bool = False, clip_model: str | None = None, dist_backend: str | None = None,
-                 dist_timeout_s: float = 120.0):
+                 dist_timeout_s: float = 120.0, threads: int | None = None):
         from ...parallel.context import MODES
         from ...parallel.groups import ProcessGroupCache
 
@@ -54,6 +54,10 @@ class DiffusersBackend(Backend):
             raise ValueError(f"device {device!r}: use cpu, cuda or cuda:N")
         if cuda_graph and not device.startswith("cuda"):
             raise ValueError("cuda_graph: needs device cuda")
+        if threads is not None:
+            if threads < 1:
+                raise ValueError("threads: must be >= 1")
+            torch.set_num_threads(threads)
         from ...gen.loading import offline
 
         offline()
