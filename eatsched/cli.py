@@ -184,7 +184,7 @@ def bench_train(
         err.print("[yellow]CUDA is not available here; measuring on the CPU instead[/]")
         device = "cpu"
     cfg = _config(nodes=nodes, rate=0.1)
-    peak = matmul_rate(device)
+    peak = matmul_rate(device, seconds=min(2.0, seconds))
     rows = [bench_update(a, cfg, device, seconds, peak_gflops=peak) for a in ("eat", "eat-da")]
     if device.startswith("cuda"):
         rows += [bench_update(a, cfg, device, seconds, graph=False, peak_gflops=peak) for a in ("eat",)]

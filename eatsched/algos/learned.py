@@ -171,3 +171,26 @@ def save_policy_checkpoint(path: Path, algo: str, config: EATConfig, args, polic
                 "step": int(step), "label": label}, tmp)
     tmp.replace(path)  # atomic: a crash never leaves a half-written checkpoint
     return path
+
+
+def shrink_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Copy a policy checkpoint with its weights stored as float16 (half the size; loaded back as float32) for
+    shipping inside the package."""
+    import torch  # noqa: PLC0415
+
+    ckpt = read_checkpoint(src)
+    ckpt["policy"] = {part: ({k: v.half() if v.is_floating_point() else v for k, v in val.items()}
+                             if isinstance(val, dict) else val.half())
+                      for part, val in ckpt["policy"].items()}
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, dst)
+    return dst
+
+
+if __name__ == "__main__":  # python -m eatsched.algos.learned shrink SRC DST
+    import sys
+
+    if len(sys.argv) != 4 or sys.argv[1] != "shrink":
+        raise SystemExit("usage: python -m eatsched.algos.learned shrink SRC.pt DST.pt")
+    print(shrink_checkpoint(sys.argv[2], sys.argv[3]))
