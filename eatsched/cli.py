@@ -164,7 +164,10 @@ def train(
                    progress=sys.stderr.isatty() or os.environ.get("EAT_PROGRESS") == "1", resume=resume, **extra)
     except (ValueError, FileNotFoundError, ImportError) as e:
         _fail(str(e))
-    out.print(f"checkpoint: {path}")
+    from .algos.learned import read_checkpoint
+
+    label = read_checkpoint(path).get("label", "") if path.suffix == ".pt" else ""
+    out.print(f"checkpoint: {path}" + (f" ({label})" if label else ""))
 
 
 @bench_app.command("train")

@@ -120,7 +120,8 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
         return row
 
     def save(step: int) -> Path:
-        label = f"{algo}, {config.nodes} nodes, rate {config.rate}, {step} env steps, seed {seed}"
+        label = (f"{algo}, {config.nodes} nodes, rate {config.rate}, {step} env steps, {n_updates} updates, "
+                 f"seed {seed}, {device}")
         p = save_policy_checkpoint(out / "policy.pt", algo, config, args, _policy_state(agent), step, label)
         tmp = state_path.with_suffix(".tmp")
         torch.save({"algo": algo, "config": config.to_dict(), "args": args.to_dict(), "agent": agent.full_state(),
@@ -137,6 +138,7 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
     ep_len = np.zeros(args.num_envs, np.int64)
     losses = None
     updates_due = 0.0
+    n_updates = 0
     next_log, next_eval, next_ckpt = step + args.log_every, step + args.eval_every, step + args.checkpoint_every
     last_eval: dict = {}
     last_row_step = -1
@@ -180,6 +182,7 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
                 while updates_due >= 1.0:
                     losses = updater()
                     updates_due -= 1.0
+                    n_updates += 1
 
             if step >= next_log:
                 next_log += args.log_every
