@@ -155,3 +155,15 @@ def test_n_step_returns_stop_at_episode_end():
         want = {0: (1 + 0.5 * 2 + 0.25 * 4, 0.0, 3), 1: (2 + 0.5 * 4, 0.0, 3), 2: (4.0, 0.0, 3),
                 3: (8 + 0.5 * 16, 0.25, 5), 4: (16.0, 0.5, 5)}[t]
         assert float(r) == pytest.approx(want[0]) and float(disc) == pytest.approx(want[1]) and int(nxt) == want[2]
+
+
+@pytest.mark.parametrize("nodes,rate", [(4, 0.05), (8, 0.10), (12, 0.15)])
+def test_shipped_checkpoints_load_and_act(nodes, rate):
+    cfg = EATConfig(nodes=nodes, rate=rate)
+    env = EATEnv(cfg)
+    obs, info = env.reset(seed=0)
+    for algo in ALGOS:
+        pol = make_policy(algo, cfg)  # no --checkpoint: the shipped one
+        assert isinstance(pol, SACPolicy) and f"{nodes} nodes" in pol.label
+        a = pol.act(obs, info)
+        assert a.shape == (cfg.action_dim,) and np.all(np.abs(a) <= 1)
