@@ -491,6 +491,102 @@ def optimal(
               f"response lower bound (relaxation) {res['response_lower_bound_s']:.2f} s")
 
 
+@app.command()
+def train(
+    algo: str = typer.Option(..., help="eat | eat-a | eat-d | eat-da | lad-ts | ppo | genetic | harmony"),
+    nodes: int = typer.Option(8, help="servers N"),
+    rate: float = typer.Option(0.1, help="Poisson arrival rate (tasks/s)"),
+    steps: int | None = typer.Option(None, help="budget in env steps (default: the algorithm's own)"),
+    minutes: float | None = typer.Option(None, help="budget in wall-clock minutes (instead of --steps)"),
+    seed: int = typer.Option(0, help="seed of networks, exploration and training workloads"),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+    utd: float | None = typer.Option(None, help="SAC: gradient updates per env step"),
+    envs: int | None = typer.Option(None, help="SAC: environments collected per policy forward"),
+    profile: str = typer.Option("reference", help="time profile"),
+    resume: bool = typer.Option(False, help="continue the run in --out from its train_state.pt"),
+    out_dir: Path = typer.Option(..., "--out", help="output folder (policy.pt, logs, tb/)"),
+):
+    """Train a learned scheduler; writes the checkpoint, train_log.csv, eval_log.csv and TensorBoard logs."""
+    from .experiments.train import train as run
+
+    if steps is not None and minutes is not None:
+        _fail("give --steps or --minutes, not both")
+    if (steps is not None and steps < 1) or (minutes is not None and minutes <= 0):
+        _fail("the budget must be positive")
+    cfg = _config(nodes=nodes, rate=rate, profile=profile)
+    extra = {k: v for k, v in {"utd": utd, "num_envs": envs}.items() if v is not None}
+    try:
+        path = run(algo, cfg, out_dir, steps=steps, minutes=minutes, seed=seed, device=device,
+                   progress=sys.stderr.isatty() or os.environ.get("EAT_PROGRESS") == "1", resume=resume, **extra)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        _fail(str(e))
+    from .algos.learned import read_checkpoint
+
+    label = read_checkpoint(path).get("label", "") if path.suffix == ".pt" else ""
+    out.print(f"checkpoint: {path}" + (f" ({label})" if label else ""))
+
+
+@bench_app.command("train")
+def bench_train(
+    seconds: float = typer.Option(5.0, help="seconds per measurement"),
+    device: str = typer.Option("cpu", help="cpu | cuda"),
+    nodes: int = typer.Option(8),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Gradient updates/s of EAT and EAT-DA at batch 512, FLOPs per update, fraction of the measured matmul rate,
+    and env-steps/s while training."""
+    import torch
+
+    from .experiments.bench_learn import bench_update, matmul_rate
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        err.print("[yellow]CUDA is not available here; measuring on the CPU instead[/]")
+        device = "cpu"
+    cfg = _config(nodes=nodes, rate=0.1)
+    peak = matmul_rate(device, seconds=min(2.0, seconds))
+    rows = [bench_update(a, cfg, device, seconds, peak_gflops=peak) for a in ("eat", "eat-da")]
+    if device.startswith("cuda"):
+        rows += [bench_update(a, cfg, device, seconds, graph=False, peak_gflops=peak) for a in ("eat",)]
+    if as_json:
+        print(json.dumps({"device": device, "threads": torch.get_num_threads(), "matmul_gflops": peak,
+                          "results": rows}))
+        return
+    t = Table(title=f"SAC update throughput on {device} ({torch.get_num_threads()} threads), batch 512; "
+                    f"fp32 matmul ceiling {peak:,.0f} GFLOP/s")
+    for col in ("algo", "graph", "updates/s", "GFLOP/update", "GFLOP/s", "of ceiling", "x authors",
+                "env-steps/s training"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        t.add_row(r["algo"], str(r["graph"]), f"{r['updates_per_s']:.1f}", f"{r['gflop_per_update']:.2f}",
+                  f"{r['achieved_gflops']:.0f}", f"{r['fraction_of_matmul']:.0%}", f"{r['x_authors']:.1f}x",
+                  f"{r['env_steps_per_s_training']:,.0f}")
+    out.print(t)
+
+
+@bench_app.command("decide")
+def bench_decide(
+    decisions: int = typer.Option(2000, help="decisions timed per policy"),
+    nodes: int = typer.Option(8),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """p50/p99 single-decision latency (batch 1, CPU) of every policy."""
+    from .experiments.bench_learn import bench_decide as run
+
+    rows = run(_config(nodes=nodes, rate=0.1), decisions)
+    if as_json:
+        print(json.dumps({"nodes": nodes, "results": rows}))
+        return
+    t = Table(title=f"single-decision latency, {nodes} nodes, batch 1, CPU")
+    for col in ("policy", "weights", "p50 ms", "p99 ms"):
+        t.add_column(col, justify="right")
+    for r in rows:
+        if "note" in r:
+            t.add_row(r["policy"], r["note"], "", "")
+        else:
+            t.add_row(r["policy"], r["label"], f"{r['p50_ms']:.3f}", f"{r['p99_ms']:.3f}")
+    out.print(t)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

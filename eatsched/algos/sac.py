@@ -1,0 +1,396 @@
+"""One soft actor-critic core for EAT, EAT-A, EAT-D, EAT-DA and LAD-TS (SPEC section 3), in plain PyTorch.
+
+The five algorithms differ only in the encoder and the actor (``ALGOS``); every hyperparameter is a field of
+``SACArgs`` with the paper's value as default (Tables VII, VIII; lr and weight decay from the authors' code).
+The update reads like the equations (CleanRL ``sac_continuous_action.py``): target under ``no_grad``, one block
+each for critic, actor and temperature, soft update last. It runs unchanged on the CPU or, captured as one
+CUDA graph together with the replay sampling, on a GPU (``GraphedUpdate``).
+
+Design choices worth knowing:
+* The encoder belongs to the critic and is trained by the critic loss only; the actor reads detached features
+  (as in DrQ / SAC-AE), so one encoder serves both and the target critic has a soft-updated copy.
+* The critics see the action with the scores of visible tasks that cannot start replaced by -1: the env ignores
+  those scores (it launches the best-scored task *that can start*), so Q should not depend on them.
+* LAD-TS keeps a latent action memory: one stored pre-tanh action per *decision context*. The key is
+  (startable visible tasks, idle servers, patch-count class of the oldest task, whether some task can start
+  without a cold start): the discrete quantities that decide which choices exist and what a good one is, with the
+  continuous waiting and busy times left out so that contexts recur often enough for the memory to help. The
+  chain starts from the stored action instead of Gaussian noise and its output is stored back at each decision.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .nets import ACTORS, ENCODERS, TwinCritic, squash
+
+
+@dataclass
+class SACArgs:
+    """Hyperparameters of the SAC family (paper defaults)."""
+
+    encoder: str = "attention"
+    """state encoder: ``attention`` (tokens) or ``flat`` (the MLP ablations)"""
+    actor: str = "diffusion"
+    """actor: ``diffusion`` (reverse DDPM denoiser) or ``gaussian`` (MLP)"""
+    latent_memory: bool = False
+    """LAD-TS: start the chain from the stored action of the same decision context"""
+    hidden: int = 256
+    """width of the actor's hidden layers (paper: 256)"""
+    layers: int = 2
+    """hidden layers of the actor (paper: 2, Mish)"""
+    critic_hidden: int = 256
+    """width of the critics' hidden layers (paper: 256)"""
+    critic_layers: int = 2
+    """hidden layers of each critic (paper: 2)"""
+    time_dim: int = 16
+    """diffusion time embedding size (paper: 16)"""
+    diffusion_steps: int = 10
+    """denoising steps of the actor's chain (paper: 10)"""
+    beta_schedule: str = "vp"
+    """noise schedule of the chain: vp | linear | cosine"""
+    x0_clip: float = 3.0
+    """clip of the chain's x0 prediction (pre-tanh units; tanh(3) = 0.995)"""
+    d_model: int = 32
+    """attention encoder: token width"""
+    heads: int = 4
+    """attention encoder: heads"""
+    attn_layers: int = 1
+    """attention encoder: transformer blocks"""
+    log_std_min: float = -5.0
+    """lower bound of the actor's log-std"""
+    log_std_max: float = 1.0
+    """upper bound of the actor's log-std"""
+    alpha: float = 0.05
+    """entropy temperature (paper: 0.05); the initial value when ``autotune``"""
+    autotune: bool = False
+    """learn alpha towards ``target_entropy``"""
+    target_entropy_scale: float = 1.0
+    """target entropy = -scale * action_dim (with ``autotune``)"""
+    tau: float = 0.005
+    """soft update rate of the target critic (paper: 0.005)"""
+    gamma: float = 0.95
+    """discount (paper: 0.95)"""
+    batch_size: int = 512
+    """minibatch size (paper: 512)"""
+    lr: float = 3e-4
+    """learning rate of actor, critics and alpha (authors' code: 3e-4)"""
+    weight_decay: float = 0.005
+    """decoupled weight decay (AdamW) of the actor and critics (authors' code: 0.005)"""
+    n_step: int = 1
+    """n-step returns (1 = plain TD)"""
+    utd: float = 0.25
+    """gradient updates per environment step (update-to-data ratio)"""
+    buffer_size: int = 200_000
+    """replay capacity in transitions"""
+    num_envs: int = 16
+    """environments collected per policy forward"""
+    learning_starts: int = 5_000
+    """env steps of uniformly random actions before learning starts"""
+    log_every: int = 2_000
+    """env steps between rows of train_log.csv"""
+    eval_every: int = 20_000
+    """env steps between evaluations on held-out seeds"""
+    eval_episodes: int = 10
+    """episodes per evaluation (workload seeds 1_000_000 ..)"""
+    checkpoint_every: int = 50_000
+    """env steps between checkpoints (one is always written at the end)"""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SACArgs:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+ALGOS: dict[str, dict] = {
+    "eat": dict(encoder="attention", actor="diffusion"),
+    "eat-a": dict(encoder="flat", actor="diffusion"),
+    "eat-d": dict(encoder="attention", actor="gaussian"),
+    "eat-da": dict(encoder="flat", actor="gaussian"),
+    "lad-ts": dict(encoder="flat", actor="diffusion", latent_memory=True),
+}
+"""The SAC family as (encoder, actor) combinations (SPEC section 3 table)."""
+
+
+def args_for(algo: str, **overrides) -> SACArgs:
+    if algo not in ALGOS:
+        raise ValueError(f"unknown SAC-family algorithm {algo!r}; choose from {', '.join(ALGOS)}")
+    return SACArgs(**{**ALGOS[algo], **overrides})
+
+
+class Batch(NamedTuple):
+    obs: torch.Tensor  # (B, L + N, 7)
+    action: torch.Tensor  # (B, A) in [-1, 1]
+    reward: torch.Tensor  # (B,) n-step discounted reward sum
+    discount: torch.Tensor  # (B,) gamma^m, 0 where the episode terminated (truncation bootstraps)
+    next_obs: torch.Tensor  # (B, L + N, 7)
+
+
+class ReplayBuffer:
+    """Preallocated ring of (T, E) transitions (T steps of E parallel envs) as tensors on the training device, so
+    n-step windows are consecutive rows of one env and sampling is a handful of tensor ops (capturable in a CUDA
+    graph: the fill level lives in a device tensor). Terminated and ended (terminated or truncated) are stored
+    apart: returns stop at either, but only termination stops bootstrapping."""
+
+    def __init__(self, capacity: int, num_envs: int, obs_shape: tuple, action_dim: int, device: torch.device,
+                 gamma: float, n_step: int = 1):
+        self.T = max(n_step + 1, capacity // num_envs)
+        self.E, self.gamma, self.n = num_envs, gamma, n_step
+        T, E = self.T, self.E
+        self.obs = torch.zeros((T, E, *obs_shape), device=device)
+        self.next_obs = torch.zeros((T, E, *obs_shape), device=device)
+        self.action = torch.zeros((T, E, action_dim), device=device)
+        self.reward = torch.zeros((T, E), device=device)
+        self.terminated = torch.zeros((T, E), device=device)
+        self.ended = torch.zeros((T, E), device=device)
+        self.pos = 0  # next row to write
+        self.rows = 0  # rows filled
+        self.rows_t = torch.zeros((), dtype=torch.float32, device=device)  # the same, for in-graph sampling
+        self.oldest_t = torch.zeros((), dtype=torch.long, device=device)
+
+    def __len__(self) -> int:
+        return self.rows * self.E
+
+    def add(self, obs, action, reward, terminated, ended, next_obs) -> None:
+        p = self.pos
+        for dst, src in ((self.obs, obs), (self.action, action), (self.reward, reward),
+                         (self.terminated, terminated), (self.ended, ended), (self.next_obs, next_obs)):
+            dst[p].copy_(torch.as_tensor(src, dtype=torch.float32), non_blocking=True)
+        self.pos = (p + 1) % self.T
+        self.rows = min(self.rows + 1, self.T)
+        self.rows_t.fill_(float(self.rows))
+        self.oldest_t.fill_((self.pos - self.rows) % self.T)
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
+        dev = self.reward.device
+        j = (torch.rand(batch_size, generator=generator, device=dev) * self.rows_t).long()  # logical row, 0 = oldest
+        e = (torch.rand(batch_size, generator=generator, device=dev) * self.E).long()
+        first = (self.oldest_t + j) % self.T
+        if self.n == 1:
+            return Batch(self.obs[first, e], self.action[first, e], self.reward[first, e],
+                         self.gamma * (1.0 - self.terminated[first, e]), self.next_obs[first, e])
+        ret = torch.zeros(batch_size, device=dev)
+        disc = torch.ones(batch_size, device=dev)
+        alive = torch.ones(batch_size, device=dev)
+        last = first
+        for k in range(self.n):
+            valid = alive * ((j + k).float() < self.rows_t).float()
+            row = (first + k) % self.T
+            ret = ret + valid * disc * self.reward[row, e]
+            last = torch.where(valid > 0, row, last)
+            disc = torch.where(valid > 0, disc * self.gamma, disc)
+            alive = valid * (1.0 - self.ended[row, e])
+        return Batch(self.obs[first, e], self.action[first, e], ret, disc * (1.0 - self.terminated[last, e]),
+                     self.next_obs[last, e])
+
+
+class SACAgent(nn.Module):
+    """Encoder + actor + twin critics (+ target copies, temperature, optimizers) for one EATConfig."""
+
+    def __init__(self, args: SACArgs, queue_len: int, nodes: int, device: str | torch.device = "cpu", seed: int = 0):
+        super().__init__()
+        self.args, self.queue_len, self.nodes = args, queue_len, nodes
+        self.token_rows, self.action_dim = queue_len + nodes, 2 + queue_len
+        with torch.random.fork_rng(devices=[]):  # initial weights from the seed, global RNG untouched
+            torch.manual_seed(seed)
+            self.encoder = ENCODERS[args.encoder](self.token_rows, d_model=args.d_model, heads=args.heads,
+                                                  layers=args.attn_layers)
+            sd = self.encoder.out_dim
+            self.actor = ACTORS[args.actor](sd, self.action_dim, hidden=args.hidden, layers=args.layers,
+                                            time_dim=args.time_dim, steps=args.diffusion_steps,
+                                            beta_schedule=args.beta_schedule, x0_clip=args.x0_clip,
+                                            log_std_min=args.log_std_min, log_std_max=args.log_std_max)
+            self.critic = TwinCritic(sd, self.action_dim, args.critic_hidden, args.critic_layers)
+            n_ctx = (queue_len + 1) * (nodes + 1) * 5 * 2
+            self.register_buffer("memory", torch.randn(n_ctx, self.action_dim) if args.latent_memory
+                                 else torch.zeros(0, self.action_dim))
+        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = nn.Parameter(torch.tensor(math.log(args.alpha)), requires_grad=args.autotune)
+        self.target_entropy = -args.target_entropy_scale * self.action_dim
+        self.to(device)
+        self.device = torch.device(device)
+        self.generator = torch.Generator(self.device).manual_seed(seed)
+        cuda = self.device.type == "cuda"
+        opt = dict(lr=args.lr, weight_decay=args.weight_decay, **_adam_flags(cuda))
+        self.critic_opt = torch.optim.AdamW([*self.encoder.parameters(), *self.critic.parameters()], **opt)
+        self.actor_opt = torch.optim.AdamW(list(self.actor.parameters()), **opt)
+        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=args.lr, **_adam_flags(cuda)) if args.autotune else None
+        self.actor_params = list(self.actor.parameters())
+        self.critic_params = [*self.encoder.parameters(), *self.critic.parameters()]
+        self.online = [*self.encoder.parameters(), *self.critic.parameters()]
+        self.target = [*self.target_encoder.parameters(), *self.target_critic.parameters()]
+
+    # --- acting -----------------------------------------------------------------------------------------
+    def context_key(self, obs: torch.Tensor) -> torch.Tensor:
+        """LAD-TS decision context of each observation (see the module docstring)."""
+        L = self.queue_len
+        startable = obs[:, :L, 5].sum(1).round().long()
+        idle = obs[:, L:, 1].sum(1).round().long()
+        k = (obs[:, 0, 3] * 8).round()
+        k_class = torch.where(k > 0, torch.log2(k.clamp(min=1)) + 1, torch.zeros_like(k)).long().clamp(0, 4)
+        ready = (obs[:, :L, 6].sum(1) > 0).long()
+        return ((startable * (self.nodes + 1) + idle) * 5 + k_class) * 2 + ready
+
+    def policy(self, obs: torch.Tensor, feats: torch.Tensor | None = None, noise: torch.Tensor | None = None):
+        """Pre-tanh mean and log-std of the action distribution (and the LAD-TS context keys, or None)."""
+        if feats is None:
+            feats = self.encoder(obs)
+        keys = start = None
+        if self.args.latent_memory:
+            keys = self.context_key(obs)
+            start = self.memory[keys]
+        mean, log_std = self.actor(feats, noise=noise, start=start, generator=self.generator)
+        return mean, log_std, keys
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """Actions in [-1, 1] for a batch of observations; LAD-TS stores each chain output back."""
+        mean, log_std, keys = self.policy(obs)
+        if keys is not None:
+            self.memory[keys] = mean
+        if deterministic:
+            return torch.tanh(mean)
+        return squash(mean, log_std, self.generator)[0]
+
+    def masked(self, action: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
+        """Scores of visible tasks that cannot start do not affect the env; the critics see -1 there."""
+        can_start = obs[:, : self.queue_len, 5] > 0.5
+        return torch.cat([action[:, :2], torch.where(can_start, action[:, 2:], -1.0)], dim=1)
+
+    # --- learning ---------------------------------------------------------------------------------------
+    def update(self, b: Batch) -> torch.Tensor:
+        """One gradient update of critics, actor (and alpha), then the soft target update. Returns the
+        losses (critic, actor, alpha) as one tensor, without a host sync."""
+        alpha = self.log_alpha.exp().detach()
+
+        # critic: y = r + gamma^n (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s'))
+        with torch.no_grad():
+            next_mean, next_log_std, _ = self.policy(b.next_obs)
+            next_action, next_log_prob = squash(next_mean, next_log_std, self.generator)
+            q_next = self.target_critic(self.target_encoder(b.next_obs), self.masked(next_action, b.next_obs))
+            y = b.reward + b.discount * (q_next.min(0).values - alpha * next_log_prob)
+        feats = self.encoder(b.obs)
+        q = self.critic(feats, self.masked(b.action, b.obs))
+        critic_loss = F.mse_loss(q, y.expand_as(q), reduction="none").mean(1).sum()
+        self.critic_opt.zero_grad(set_to_none=False)
+        critic_loss.backward(inputs=self.critic_params)
+        self.critic_opt.step()
+
+        # actor: maximize min_i Q_i(s, a~pi) - alpha log pi(a|s); gradients through the whole chain
+        feats = feats.detach()
+        mean, log_std, _ = self.policy(b.obs, feats)
+        action, log_prob = squash(mean, log_std, self.generator)
+        q_pi = self.critic(feats, self.masked(action, b.obs)).min(0).values
+        actor_loss = (alpha * log_prob - q_pi).mean()
+        self.actor_opt.zero_grad(set_to_none=False)
+        actor_loss.backward(inputs=self.actor_params)
+        self.actor_opt.step()
+
+        # temperature
+        if self.alpha_opt is not None:
+            alpha_loss = -(self.log_alpha * (log_prob.detach() + self.target_entropy)).mean()
+            self.alpha_opt.zero_grad(set_to_none=False)
+            alpha_loss.backward(inputs=[self.log_alpha])
+            self.alpha_opt.step()
+        else:
+            alpha_loss = torch.zeros((), device=critic_loss.device)
+
+        # soft update of the target encoder and critics
+        with torch.no_grad():
+            torch._foreach_lerp_(self.target, self.online, self.args.tau)
+        return torch.stack([critic_loss.detach(), actor_loss.detach(), alpha_loss.detach()])
+
+    @property
+    def alpha(self) -> float:
+        return float(self.log_alpha.exp())
+
+    # --- checkpoints ------------------------------------------------------------------------------------
+    def policy_state(self) -> dict:
+        """What deployment needs: encoder, actor and LAD-TS memory (no critics, no optimizers)."""
+        return {"encoder": self.encoder.state_dict(), "actor": self.actor.state_dict(), "memory": self.memory.cpu()}
+
+    def load_policy_state(self, state: dict) -> None:
+        self.encoder.load_state_dict(state["encoder"])
+        self.actor.load_state_dict(state["actor"])
+        self.memory.copy_(state["memory"])
+
+    def full_state(self) -> dict:
+        return {"model": self.state_dict(), "critic_opt": self.critic_opt.state_dict(),
+                "actor_opt": self.actor_opt.state_dict(),
+                "alpha_opt": self.alpha_opt.state_dict() if self.alpha_opt else None,
+                "generator": self.generator.get_state()}
+
+    def load_full_state(self, state: dict) -> None:
+        self.load_state_dict(state["model"])
+        self.critic_opt.load_state_dict(state["critic_opt"])
+        self.actor_opt.load_state_dict(state["actor_opt"])
+        if self.alpha_opt is not None and state.get("alpha_opt"):
+            self.alpha_opt.load_state_dict(state["alpha_opt"])
+        self.generator.set_state(state["generator"])
+
+
+def _adam_flags(cuda: bool) -> dict:
+    """Fused Adam (one kernel for all parameters) where it exists; capturable on CUDA for graph capture."""
+    if cuda:
+        return {"capturable": True, "foreach": True}
+    return {"fused": True} if _cpu_fused_adam_ok() else {"foreach": True}
+
+
+_FUSED_OK: bool | None = None
+
+
+def _cpu_fused_adam_ok() -> bool:
+    global _FUSED_OK
+    if _FUSED_OK is None:
+        try:
+            p = nn.Parameter(torch.zeros(2))
+            opt = torch.optim.AdamW([p], lr=1e-3, fused=True)
+            p.grad = torch.ones(2)
+            opt.step()
+            _FUSED_OK = True
+        except (RuntimeError, TypeError):
+            _FUSED_OK = False
+    return _FUSED_OK
+
+
+class GraphedUpdate:
+    """Replay sampling plus one full update (critic, actor, alpha, soft update) captured as one CUDA graph:
+    a replay launches the whole update with one call, which is what makes small networks fast on a GPU."""
+
+    def __init__(self, agent: SACAgent, buffer: ReplayBuffer, batch_size: int, warmup: int = 3):
+        self.agent, self.buffer, self.batch_size = agent, buffer, batch_size
+        gen = agent.generator
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(warmup):
+                agent.update(buffer.sample(batch_size, gen))
+        torch.cuda.current_stream().wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        if hasattr(self.graph, "register_generator_state"):
+            self.graph.register_generator_state(gen)
+        with torch.cuda.graph(self.graph):
+            self.losses = agent.update(buffer.sample(batch_size, gen))
+
+    def __call__(self) -> torch.Tensor:
+        self.graph.replay()
+        return self.losses
+
+
+def make_updater(agent: SACAgent, buffer: ReplayBuffer, graph: bool | None = None):
+    """A callable doing one update from the buffer: a CUDA graph on GPUs (unless ``graph=False``), eager else."""
+    use_graph = agent.device.type == "cuda" if graph is None else graph
+    if use_graph:
+        return GraphedUpdate(agent, buffer, agent.args.batch_size)
+    return lambda: agent.update(buffer.sample(agent.args.batch_size, agent.generator))

@@ -1,0 +1,190 @@
+"""Benchmarks of the learned schedulers: ``eat bench train`` (gradient updates/s, FLOPs per update, fraction of
+the machine's measured matmul rate, env-steps/s while training) and ``eat bench decide`` (single-decision
+latency of every policy)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..core.config import EATConfig
+
+AUTHORS_UPDATES_PER_S_CPU = 6.8
+"""Authors' EAT training (tianshou SAC, batch 512) on the 2-core CPU machine (SPEC section 6)."""
+AUTHORS_UPDATES_PER_S_H100 = 18.0
+AUTHORS_DECISION_MS = 3.3
+
+
+def matmul_rate(device: str = "cpu", n: int = 2048, seconds: float = 2.0) -> float:
+    """GFLOP/s of a large fp32 matmul on the threads torch uses (the machine's practical ceiling)."""
+    import torch  # noqa: PLC0415
+
+    g = torch.Generator(device).manual_seed(0)
+    a = torch.randn(n, n, generator=g, device=device)
+    b = torch.randn(n, n, generator=g, device=device)
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = False
+    (a @ b).sum().item()
+    reps = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        c = a @ b
+        reps += 1
+    c.sum().item()  # synchronizes on CUDA
+    dt = time.perf_counter() - t0
+    return 2.0 * n**3 * reps / dt / 1e9
+
+
+def _filled_buffer(agent, config: EATConfig, device, rows: int = 256):
+    """A replay buffer holding real transitions (random actions) of the batched env."""
+    import torch  # noqa: PLC0415
+
+    from ..algos.sac import ReplayBuffer  # noqa: PLC0415
+    from ..sim.vector import BatchedEATEnv  # noqa: PLC0415
+
+    a = agent.args
+    envs = BatchedEATEnv(a.num_envs, config)
+    obs, _ = envs.reset(seed=0)
+    buf = ReplayBuffer(rows * a.num_envs, a.num_envs, obs.shape[1:], config.action_dim, torch.device(device),
+                       a.gamma, a.n_step)
+    rng = np.random.default_rng(0)
+    for _ in range(rows):
+        act = rng.uniform(-1, 1, (a.num_envs, config.action_dim)).astype(np.float32)
+        nxt, r, te, tr, infos = envs.step(act)
+        real = nxt.copy()
+        if "ended" in infos:
+            real[infos["ended"]] = infos["final_obs"]
+        buf.add(*(torch.from_numpy(x) for x in (obs, act, r, te, te | tr, real)))
+        obs = nxt
+    return buf, envs, obs
+
+
+def update_flops(agent, buffer) -> int:
+    """FLOPs of one update (critic, actor, alpha, soft update), counted by torch's FLOP counter."""
+    import torch  # noqa: PLC0415
+    from torch.utils.flop_counter import FlopCounterMode  # noqa: PLC0415
+
+    batch = buffer.sample(agent.args.batch_size, agent.generator)
+    with FlopCounterMode(display=False) as fc:
+        agent.update(batch)
+    del torch
+    return int(fc.get_total_flops())
+
+
+def bench_update(algo: str, config: EATConfig, device: str = "cpu", seconds: float = 5.0, graph: bool | None = None,
+                 peak_gflops: float | None = None) -> dict:
+    """Gradient updates/s of ``algo`` at batch 512 (replay sampling included), with its FLOPs and the fraction of
+    the matmul ceiling, then env-steps/s of the training loop (act + step + store + ``utd`` updates)."""
+    import torch  # noqa: PLC0415
+
+    from ..algos.sac import SACAgent, args_for, make_updater  # noqa: PLC0415
+
+    agent = SACAgent(args_for(algo), config.queue_len, config.nodes, device=device, seed=0)
+    buf, envs, obs = _filled_buffer(agent, config, device)
+    flops = update_flops(agent, buf)
+    updater = make_updater(agent, buf, graph)
+    for _ in range(3):
+        updater()
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    n = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(10 if device.startswith("cuda") else 1):
+            updater()
+            n += 1
+        sync()
+    dt = time.perf_counter() - t0
+    ups = n / dt
+    # the training loop: one policy forward for all envs, one env step, store, utd updates per env step
+    utd, E = agent.args.utd, agent.args.num_envs
+    due, steps = 0.0, 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        with torch.inference_mode():
+            act = agent.act(torch.as_tensor(obs, device=device)).cpu().numpy()
+        nxt, r, te, tr, infos = envs.step(act)
+        real = nxt.copy()
+        if "ended" in infos:
+            real[infos["ended"]] = infos["final_obs"]
+        buf.add(*(torch.from_numpy(x) for x in (obs, act, r, te, te | tr, real)))
+        obs = nxt
+        steps += E
+        due += E * utd
+        while due >= 1.0:
+            updater()
+            due -= 1.0
+    sync()
+    env_sps = steps / (time.perf_counter() - t0)
+    row = {"algo": algo, "device": device, "graph": bool(device.startswith("cuda") if graph is None else graph),
+           "batch": agent.args.batch_size, "threads": torch.get_num_threads(), "updates_per_s": ups,
+           "gflop_per_update": flops / 1e9, "achieved_gflops": ups * flops / 1e9,
+           "env_steps_per_s_training": env_sps, "utd": utd, "num_envs": E}
+    if peak_gflops:
+        row["matmul_gflops"] = peak_gflops
+        row["fraction_of_matmul"] = row["achieved_gflops"] / peak_gflops
+    authors = AUTHORS_UPDATES_PER_S_H100 if device.startswith("cuda") else AUTHORS_UPDATES_PER_S_CPU
+    row["x_authors"] = ups / authors
+    return row
+
+
+def bench_decide(config: EATConfig, decisions: int = 2000, seed: int = 0) -> list[dict]:
+    """p50/p99 latency of ``policy.act`` at batch 1 on observations of a real episode stream, every policy."""
+    from ..algos import HEURISTICS, make_policy, policy_names  # noqa: PLC0415
+    from ..algos.learned import SAC_FAMILY, SACPolicy, shipped_path  # noqa: PLC0415
+    from ..sim.env import EATEnv  # noqa: PLC0415
+
+    rows = []
+    for name in policy_names():
+        label = "hand-written" if name in HEURISTICS else "shipped"
+        try:
+            if name in SAC_FAMILY and not shipped_path(name, config.nodes).exists():
+                pol, label = SACPolicy.untrained(name, config, seed), "untrained"
+            else:
+                pol = make_policy(name, config, seed=seed)
+        except (ImportError, FileNotFoundError, ValueError) as e:
+            rows.append({"policy": name, "note": f"skipped: {str(e).splitlines()[0][:100]}"})
+            continue
+        rows.append({"policy": name, "label": label, **_latency(pol, EATEnv(config), decisions, seed)})
+    rows.append({"policy": "eat (torch eager)", "label": "untrained", **_latency(
+        _TorchEager("eat", config, seed), EATEnv(config), min(decisions, 500), seed)})
+    return rows
+
+
+def _latency(pol, env, decisions: int, seed: int) -> dict:
+    if pol.needs_state:
+        pol.attach(env.state_arrays)
+    obs, info = env.reset(seed=seed)
+    pol.reset(seed=seed)
+    times = np.empty(decisions)
+    for i in range(decisions):
+        t0 = time.perf_counter()
+        a = pol.act(obs, info)
+        times[i] = time.perf_counter() - t0
+        obs, _, te, tr, info = env.step(a)
+        if te or tr:
+            obs, info = env.reset()
+    return {"p50_ms": float(np.percentile(times, 50) * 1e3), "p99_ms": float(np.percentile(times, 99) * 1e3),
+            "decisions": decisions}
+
+
+class _TorchEager:
+    """EAT's torch network at batch 1 (what the NumPy path replaces), for comparison."""
+
+    needs_state = False
+
+    def __init__(self, algo: str, config: EATConfig, seed: int):
+        import torch  # noqa: PLC0415
+
+        from ..algos.sac import SACAgent, args_for  # noqa: PLC0415
+
+        self.torch = torch
+        self.agent = SACAgent(args_for(algo), config.queue_len, config.nodes, seed=seed)
+
+    def reset(self, seed=None):
+        pass
+
+    def act(self, obs, info):
+        with self.torch.inference_mode():
+            return self.agent.act(self.torch.from_numpy(obs)[None], deterministic=True)[0].numpy()

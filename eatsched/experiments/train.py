@@ -1,0 +1,279 @@
+"""Training entry point (``eat train``): the SAC family here, PPO and the search baselines delegated.
+
+The SAC loop collects from ``BatchedEATEnv`` (``num_envs`` clusters per policy forward), stores transitions in a
+replay buffer on the training device and runs ``utd`` gradient updates per env step. Outputs under ``out``:
+
+* ``policy.pt``: the deployable policy (encoder + actor + config; ``eat simulate --checkpoint``),
+* ``train_state.pt``: everything ``--resume`` needs (networks, critics, optimizers, counters, RNG states; the
+  replay buffer is not saved: a resumed run refills it with ``learning_starts`` steps of its current policy),
+* ``train_log.csv`` / ``eval_log.csv`` (columns in ``TRAIN_COLUMNS`` / ``EVAL_COLUMNS``) and TensorBoard files
+  in ``tb/`` (``train/...``, ``eval/...``, ``losses/...``, ``charts/SPS``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..core.config import EATConfig
+
+TRAIN_COLUMNS = ("step", "episodes", "episode_reward", "episode_length", "loss_actor", "loss_critic", "alpha",
+                 "wall_s")
+EVAL_COLUMNS = ("step", "mean_reward", "mean_quality", "mean_response_s", "efficiency")
+EVAL_SEED0 = 1_000_000
+"""Held-out workload seeds of the periodic evaluation (training draws from the batched env's own stream)."""
+ALGO_NAMES = ("eat", "eat-a", "eat-d", "eat-da", "lad-ts", "ppo", "genetic", "harmony")
+
+
+def train(algo: str, config: EATConfig, out: str | Path, *, steps: int | None = None, minutes: float | None = None,
+          seed: int = 0, device: str = "cpu", progress: bool = True, resume: bool = False, **sac_overrides) -> Path:
+    """Train ``algo`` on ``config``; returns the checkpoint path written under ``out``."""
+    algo = algo.lower()
+    if algo not in ALGO_NAMES:
+        raise ValueError(f"unknown algorithm {algo!r}; choose from {', '.join(ALGO_NAMES)}")
+    if steps is not None and minutes is not None:
+        raise ValueError("give a budget in steps or in minutes, not both")
+    if algo == "ppo":
+        from ..algos.ppo import train_ppo  # noqa: PLC0415 - branch `baselines`
+
+        return train_ppo(config, out, steps=steps, minutes=minutes, seed=seed, device=device, progress=progress)
+    if algo in ("genetic", "harmony"):
+        from ..algos.search import train_search  # noqa: PLC0415 - branch `baselines`
+
+        return train_search(algo, config, out, steps=steps, minutes=minutes, seed=seed, progress=progress)
+    return train_sac(algo, config, out, steps=steps, minutes=minutes, seed=seed, device=device, progress=progress,
+                     resume=resume, **sac_overrides)
+
+
+DEFAULT_SAC_STEPS = 300_000
+"""Env steps when neither steps nor minutes is given."""
+
+
+def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | None = None,
+              minutes: float | None = None, seed: int = 0, device: str = "cpu", progress: bool = True,
+              resume: bool = False, on_log: Callable[[dict], None] | None = None, **overrides) -> Path:
+    import torch  # noqa: PLC0415
+
+    from ..algos.learned import SACPolicy, save_policy_checkpoint  # noqa: PLC0415
+    from ..algos.sac import ReplayBuffer, SACAgent, args_for, make_updater  # noqa: PLC0415
+    from ..sim.vector import BatchedEATEnv  # noqa: PLC0415
+    from .simulate import simulate  # noqa: PLC0415
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available in this torch build / machine")
+    if steps is None and minutes is None:
+        steps = DEFAULT_SAC_STEPS
+    args = args_for(algo, **overrides)
+    dev = torch.device(device)
+    agent = SACAgent(args, config.queue_len, config.nodes, device=dev, seed=seed)
+    start_step = episodes_done = 0
+    wall0 = 0.0
+    state_path = out / "train_state.pt"
+    if resume:
+        if not state_path.exists():
+            raise FileNotFoundError(f"--resume: no {state_path} to resume from")
+        st = torch.load(state_path, map_location=dev, weights_only=False)
+        if st["algo"] != algo:
+            raise ValueError(f"--resume: {state_path} is a {st['algo']} run, not {algo}")
+        saved_cfg = EATConfig.from_dict(st["config"])
+        if saved_cfg.nodes != config.nodes or saved_cfg.queue_len != config.queue_len:
+            raise ValueError(f"--resume: {state_path} was trained with nodes={saved_cfg.nodes}, "
+                             f"queue_len={saved_cfg.queue_len}; the requested config differs")
+        agent.load_full_state(st["agent"])
+        start_step, episodes_done, wall0 = st["step"], st["episodes"], st["wall_s"]
+    (out / "config.json").write_text(json.dumps({"algo": algo, "seed": seed, "device": device,
+                                                 "config": config.to_dict(), "args": args.to_dict()},
+                                                indent=1, default=str))
+
+    envs = BatchedEATEnv(args.num_envs, config)
+    obs, _ = envs.reset(seed=seed + 7919 * (start_step + 1) if resume else seed)
+    buffer = ReplayBuffer(args.buffer_size, args.num_envs, obs.shape[1:], config.action_dim, dev, args.gamma,
+                          args.n_step)
+    rng = np.random.default_rng([seed, start_step])
+    learning_starts = start_step + args.learning_starts
+    updater = None
+
+    writer = _tensorboard(out / "tb")
+    if writer is not None:
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
+            f"|{k}|{v}|" for k, v in {**args.to_dict(), "algo": algo, "nodes": config.nodes,
+                                       "rate": config.rate, "seed": seed}.items()))
+    train_log = _CsvLog(out / "train_log.csv", TRAIN_COLUMNS, append=resume)
+    eval_log = _CsvLog(out / "eval_log.csv", EVAL_COLUMNS, append=resume)
+
+    def evaluate(step: int) -> dict:
+        pol = SACPolicy(config, algo, args, _policy_state(agent), seed=EVAL_SEED0)
+        s = simulate(pol, config, args.eval_episodes, EVAL_SEED0).summary()
+        row = {"step": step, "mean_reward": s["mean_reward"], "mean_quality": s["mean_quality"],
+               "mean_response_s": s["mean_response_s"], "efficiency": s["efficiency"]}
+        eval_log.write(row)
+        if writer is not None:
+            for k in EVAL_COLUMNS[1:]:
+                writer.add_scalar(f"eval/{k}", row[k], step)
+        return row
+
+    def save(step: int) -> Path:
+        label = (f"{algo}, {config.nodes} nodes, rate {config.rate}, {step} env steps, {n_updates} updates, "
+                 f"seed {seed}, {device}")
+        p = save_policy_checkpoint(out / "policy.pt", algo, config, args, _policy_state(agent), step, label)
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({"algo": algo, "config": config.to_dict(), "args": args.to_dict(), "agent": agent.full_state(),
+                    "step": step, "episodes": episodes_done, "wall_s": wall0 + time.perf_counter() - t0}, tmp)
+        tmp.replace(state_path)
+        return p
+
+    total = steps if steps is not None else None
+    deadline = time.perf_counter() + 60.0 * minutes if minutes is not None else None
+    step = start_step
+    end_step = start_step + steps if steps is not None else None
+    recent_rewards: list[float] = []
+    recent_lengths: list[int] = []
+    ep_len = np.zeros(args.num_envs, np.int64)
+    losses = None
+    updates_due = 0.0
+    n_updates = 0
+    next_log, next_eval, next_ckpt = step + args.log_every, step + args.eval_every, step + args.checkpoint_every
+    last_eval: dict = {}
+    last_row_step = -1
+    t0 = time.perf_counter()
+    sps_t, sps_step = t0, step
+
+    bar = _progress(progress, algo, total if total is not None else int(60 * minutes), minutes is not None)
+    with bar as prog:
+        task = prog.add_task(algo, total=(end_step - start_step) if end_step else 60.0 * minutes, reward="-",
+                             eval="-")
+        while True:
+            now = time.perf_counter()
+            if (end_step is not None and step >= end_step) or (deadline is not None and now >= deadline):
+                break
+            if step < learning_starts:
+                actions = rng.uniform(-1.0, 1.0, (args.num_envs, config.action_dim)).astype(np.float32)
+            else:
+                with torch.inference_mode():
+                    actions = agent.act(torch.as_tensor(obs, device=dev)).cpu().numpy()
+            next_obs, rewards, terminated, truncated, infos = envs.step(actions)
+            real_next = next_obs
+            ep_len += 1
+            if "ended" in infos:
+                real_next = next_obs.copy()
+                real_next[infos["ended"]] = infos["final_obs"]
+                for i, ret in zip(infos["ended"], infos["episode_return"], strict=True):
+                    recent_rewards.append(float(ret))
+                    recent_lengths.append(int(ep_len[i]))
+                    ep_len[i] = 0
+                    episodes_done += 1
+            buffer.add(torch.from_numpy(obs), torch.from_numpy(actions), torch.from_numpy(rewards),
+                       torch.from_numpy(terminated), torch.from_numpy(terminated | truncated),
+                       torch.from_numpy(real_next))
+            obs = next_obs
+            step += args.num_envs
+
+            if step >= learning_starts and len(buffer) >= args.batch_size:
+                if updater is None:
+                    updater = make_updater(agent, buffer)
+                updates_due += args.num_envs * args.utd
+                while updates_due >= 1.0:
+                    losses = updater()
+                    updates_due -= 1.0
+                    n_updates += 1
+
+            if step >= next_log:
+                next_log += args.log_every
+                row = _train_row(step, episodes_done, recent_rewards, recent_lengths, losses, agent,
+                                 wall0 + time.perf_counter() - t0)
+                train_log.write(row)
+                last_row_step = step
+                now = time.perf_counter()
+                sps = (step - sps_step) / max(1e-9, now - sps_t)
+                sps_t, sps_step = now, step
+                if writer is not None:
+                    for k in TRAIN_COLUMNS[2:7]:
+                        if row[k] != "":
+                            writer.add_scalar(("losses/" if k.startswith("loss") or k == "alpha" else "train/") + k,
+                                              row[k], step)
+                    writer.add_scalar("charts/SPS", sps, step)
+                if on_log is not None:
+                    on_log(row)
+                if recent_rewards:
+                    prog.update(task, reward=f"{row['episode_reward']:.1f}")
+                recent_rewards.clear()
+                recent_lengths.clear()
+            if step >= next_eval:
+                next_eval += args.eval_every
+                last_eval = evaluate(step)
+                prog.update(task, eval=f"{last_eval['mean_reward']:.1f}")
+            if step >= next_ckpt:
+                next_ckpt += args.checkpoint_every
+                save(step)
+            prog.update(task, completed=(step - start_step) if end_step else time.perf_counter() - t0)
+    if last_row_step != step:
+        train_log.write(_train_row(step, episodes_done, recent_rewards, recent_lengths, losses, agent,
+                                   wall0 + time.perf_counter() - t0))
+    if not last_eval or last_eval["step"] != step:
+        evaluate(step)
+    path = save(step)
+    train_log.close()
+    eval_log.close()
+    if writer is not None:
+        writer.close()
+    return path
+
+
+def _policy_state(agent) -> dict:
+    import torch  # noqa: PLC0415
+
+    with torch.no_grad():
+        st = agent.policy_state()
+    return {"encoder": {k: v.detach().cpu().clone() for k, v in st["encoder"].items()},
+            "actor": {k: v.detach().cpu().clone() for k, v in st["actor"].items()},
+            "memory": st["memory"].detach().cpu().clone()}
+
+
+def _train_row(step, episodes, rewards, lengths, losses, agent, wall_s) -> dict:
+    lc, la = ("", "") if losses is None else (float(losses[0]), float(losses[1]))
+    return {"step": step, "episodes": episodes,
+            "episode_reward": float(np.mean(rewards)) if rewards else "",
+            "episode_length": float(np.mean(lengths)) if lengths else "",
+            "loss_actor": la, "loss_critic": lc, "alpha": agent.alpha, "wall_s": round(wall_s, 3)}
+
+
+class _CsvLog:
+    def __init__(self, path: Path, columns: tuple, append: bool):
+        new = not (append and path.exists())
+        self.f = path.open("a" if not new else "w", newline="")
+        self.w = csv.DictWriter(self.f, fieldnames=columns)
+        if new:
+            self.w.writeheader()
+
+    def write(self, row: dict) -> None:
+        self.w.writerow(row)
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def _tensorboard(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
+    except ImportError:  # tensorboard not installed: CSV logs only
+        return None
+    return SummaryWriter(str(path))
+
+
+def _progress(enabled: bool, algo: str, total, by_time: bool):
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn  # noqa: PLC0415
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                    TextColumn("{task.completed:,.0f}/{task.total:,.0f} " + ("s" if by_time else "steps")),
+                    TextColumn("reward {task.fields[reward]}"), TextColumn("eval {task.fields[eval]}"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled,
+                    transient=False)

@@ -1,0 +1,54 @@
+"""Smoke tests of `eat train`, `eat bench train` and `eat bench decide` with tiny budgets."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+from eatsched.cli import app  # noqa: E402
+
+runner = CliRunner()
+
+
+def test_train_then_simulate_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", "--algo", "eat-da", "--nodes", "4", "--rate", "0.05", "--steps", "64",
+                            "--envs", "4", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert (out / "policy.pt").exists() and (out / "train_log.csv").exists() and (out / "eval_log.csv").exists()
+    r = runner.invoke(app, ["simulate", "--policy", "eat-da", "--checkpoint", str(out / "policy.pt"), "--nodes", "4",
+                            "--rate", "0.05", "--episodes", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["tasks_completed"] > 0
+    r = runner.invoke(app, ["simulate", "--policy", "eat-da", "--checkpoint", str(out / "policy.pt"), "--nodes", "8",
+                            "--episodes", "1"])
+    assert r.exit_code == 2 and "nodes=4" in r.output
+
+
+def test_train_rejects_bad_input(tmp_path):
+    r = runner.invoke(app, ["train", "--algo", "nope", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "unknown algorithm" in r.output
+    r = runner.invoke(app, ["train", "--algo", "eat", "--steps", "5", "--minutes", "1", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "not both" in r.output
+
+
+def test_bench_decide_json():
+    r = runner.invoke(app, ["bench", "decide", "--decisions", "30", "--nodes", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    rows = {x["policy"]: x for x in json.loads(r.stdout)["results"]}
+    for name in ("random", "fifo", "greedy", "adaptive", "eat", "eat-a", "eat-d", "eat-da", "lad-ts"):
+        assert rows[name]["p50_ms"] > 0 and rows[name]["p99_ms"] >= rows[name]["p50_ms"]
+
+
+def test_bench_train_json():
+    r = runner.invoke(app, ["bench", "train", "--seconds", "0.2", "--nodes", "4", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["matmul_gflops"] > 0
+    for row in d["results"]:
+        assert row["algo"] in ("eat", "eat-da") and row["batch"] == 512
+        assert row["updates_per_s"] > 0 and row["gflop_per_update"] > 0 and 0 < row["fraction_of_matmul"]
+        assert row["env_steps_per_s_training"] > 0

@@ -1,0 +1,169 @@
+"""The SAC family (EAT, EAT-A, EAT-D, EAT-DA, LAD-TS): training, checkpoints, the diffusion chain, squashing, the
+NumPy decision path. Tiny networks through ``SACArgs`` keep the file fast."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)  # tiny networks: a second thread only adds synchronization (and the CPU is shared)
+
+from eatsched.algos import make_policy  # noqa: E402
+from eatsched.algos.learned import SACPolicy, load_learned  # noqa: E402
+from eatsched.algos.nets import DiffusionActor, squash  # noqa: E402
+from eatsched.algos.sac import ALGOS, ReplayBuffer, SACAgent, args_for  # noqa: E402
+from eatsched.core import kernel  # noqa: E402
+from eatsched.core.config import EATConfig  # noqa: E402
+from eatsched.experiments.simulate import simulate  # noqa: E402
+from eatsched.experiments.train import EVAL_COLUMNS, TRAIN_COLUMNS, train  # noqa: E402
+from eatsched.sim.env import EATEnv  # noqa: E402
+
+TINY = dict(hidden=16, critic_hidden=16, d_model=8, heads=2, time_dim=8, batch_size=32, num_envs=4,
+            learning_starts=64, log_every=64, eval_every=200, eval_episodes=1, checkpoint_every=10_000, utd=1.0,
+            diffusion_steps=4)
+CFG = EATConfig(nodes=2, rate=0.05, patch_choices=(1, 2), tasks_per_episode=6)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Each algorithm trained for 256 updates on a 2-node cluster."""
+    out = {}
+    for algo in ALGOS:
+        d = tmp_path_factory.mktemp(algo)
+        path = train(algo, CFG, d, steps=320, seed=3, progress=False, **TINY)
+        out[algo] = (d, path)
+    return out
+
+
+@pytest.mark.parametrize("algo", list(ALGOS))
+def test_trains_logs_and_round_trips(trained, algo):
+    d, path = trained[algo]
+    assert path == d / "policy.pt" and path.exists()
+    with open(d / "train_log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == TRAIN_COLUMNS and int(rows[-1]["step"]) == 320
+    assert any(r["loss_critic"] not in ("", None) for r in rows)  # updates happened (320 - 64 steps at utd 1)
+    assert all(np.isfinite(float(r["loss_critic"])) for r in rows if r["loss_critic"])
+    with open(d / "eval_log.csv") as f:
+        ev = list(csv.DictReader(f))
+    assert tuple(ev[0]) == EVAL_COLUMNS and len(ev) >= 1
+    assert any(p.name.startswith("events") for p in (d / "tb").iterdir())
+    # same actions after reload with the same seed, through the public loader
+    a = simulate(make_policy(algo, CFG, checkpoint=str(path), seed=5), CFG, 2, seed=11)
+    b = simulate(load_learned(algo, CFG, checkpoint=str(path), seed=5), CFG, 2, seed=11)
+    assert a.tasks == b.tasks and a.summary()["mean_reward"] == b.summary()["mean_reward"]
+
+
+def test_checkpoint_embeds_config_and_no_critics(trained):
+    ckpt = torch.load(trained["eat"][1], weights_only=True)
+    assert ckpt["algo"] == "eat" and EATConfig.from_dict(ckpt["config"]) == CFG
+    assert set(ckpt["policy"]) == {"encoder", "actor", "memory"}
+
+
+def test_nodes_mismatch_fails_clearly(trained):
+    with pytest.raises(ValueError, match="nodes=2.*nodes=4"):
+        make_policy("eat", CFG.replace(nodes=4), checkpoint=str(trained["eat"][1]))
+    with pytest.raises(ValueError, match="holds a 'eat' policy"):
+        make_policy("eat-a", CFG, checkpoint=str(trained["eat"][1]))
+
+
+def test_missing_shipped_checkpoint_names_the_train_command():
+    with pytest.raises(FileNotFoundError, match="eat train --algo eat-d --nodes 5"):
+        make_policy("eat-d", EATConfig(nodes=5, rate=0.1))
+
+
+def test_resume_continues_counting(trained, tmp_path):
+    d = tmp_path / "run"
+    train("eat-da", CFG, d, steps=160, seed=1, progress=False, **TINY)
+    train("eat-da", CFG, d, steps=160, seed=1, progress=False, resume=True, **TINY)
+    with open(d / "train_log.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f)]
+    assert steps[-1] == 320 and steps == sorted(steps)
+    assert torch.load(d / "policy.pt", weights_only=True)["step"] == 320
+
+
+def test_diffusion_chain_has_configured_steps_and_gradients_reach_first_layer():
+    for steps in (3, 10):
+        actor = DiffusionActor(20, 6, hidden=16, layers=2, time_dim=8, steps=steps, beta_schedule="vp", x0_clip=3.0,
+                               log_std_min=-5, log_std_max=1)
+        calls = []
+        actor.body.register_forward_hook(lambda *a, calls=calls: calls.append(1))
+        g = torch.Generator().manual_seed(0)
+        mean, log_std = actor(torch.randn(5, 20, generator=g), generator=g)
+        assert len(calls) == steps and mean.shape == (5, 6) == log_std.shape
+        mean.sum().backward()
+        assert actor.in_x.weight.grad is not None and actor.in_x.weight.grad.abs().sum() > 0
+        assert actor.in_s.weight.grad.abs().sum() > 0
+
+
+def test_actions_in_range_and_tanh_applied_once():
+    g = torch.Generator().manual_seed(0)
+    action, logp = squash(torch.full((1000, 12), 4.0), torch.full((1000, 12), -5.0), g)
+    assert action.min() >= -1 and action.max() <= 1 and torch.isfinite(logp).all()
+    assert action.min() > 0.99  # one tanh: a large mean saturates (tanh(tanh(x)) could never exceed 0.762)
+    cfg = EATConfig()
+    assert kernel.decode_steps(float(action[0, 1]), cfg.s_min, cfg.s_max) == cfg.s_max
+
+
+def test_policy_can_reach_s_max():
+    """A policy whose actor mean for the steps slot is large launches tasks with s_max steps in the simulator."""
+    agent = SACAgent(args_for("eat-da", hidden=16, critic_hidden=16), CFG.queue_len, CFG.nodes, seed=0)
+    with torch.no_grad():
+        agent.actor.mean.weight.zero_()
+        agent.actor.mean.bias.copy_(torch.tensor([3.0, 3.0] + [0.0] * CFG.queue_len))
+    pol = SACPolicy(CFG, "eat-da", agent.args, agent.policy_state())
+    res = simulate(pol, CFG, 1, seed=0)
+    assert {t["steps"] for t in res.tasks if t["steps"] > 0} == {CFG.s_max}
+    env = EATEnv(CFG)
+    obs, info = env.reset(seed=0)
+    assert np.all(np.abs(pol.act(obs, info)) <= 1)
+
+
+@pytest.mark.parametrize("algo", list(ALGOS))
+def test_numpy_fast_path_matches_torch(algo):
+    cfg = EATConfig(nodes=4, rate=0.1)
+    agent = SACAgent(args_for(algo, hidden=32, d_model=16), cfg.queue_len, cfg.nodes, seed=2)
+    pol = SACPolicy(cfg, algo, agent.args, agent.policy_state())
+    env = EATEnv(cfg)
+    obs, info = env.reset(seed=4)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        noise = torch.randn((agent.args.diffusion_steps + 1, 1, cfg.action_dim), generator=g)
+        with torch.no_grad():
+            mean_t, _, keys = agent.policy(torch.from_numpy(obs)[None], noise=noise)
+        if keys is not None:  # LAD-TS: both paths start from the memory and store their output back
+            assert int(keys[0]) == pol.context_key(obs)
+            agent.memory[keys] = mean_t
+        mean_np = pol.mean(obs, noise[:, 0].numpy())
+        np.testing.assert_allclose(mean_np, mean_t[0].numpy(), rtol=1e-4, atol=1e-4)
+        obs, _, te, tr, info = env.step(np.tanh(mean_np))
+        if te or tr:
+            obs, info = env.reset()
+
+
+def test_n_step_returns_stop_at_episode_end():
+    buf = ReplayBuffer(8, 1, (1,), 1, torch.device("cpu"), gamma=0.5, n_step=3)
+    for t, (r, term) in enumerate([(1.0, 0), (2.0, 0), (4.0, 1), (8.0, 0), (16.0, 0)]):
+        buf.add(torch.full((1, 1), float(t)), torch.zeros(1, 1), torch.tensor([r]), torch.tensor([float(term)]),
+                torch.tensor([float(term)]), torch.full((1, 1), float(t + 1)))
+    b = buf.sample(256, torch.Generator().manual_seed(0))
+    for o, r, disc, nxt in zip(b.obs[:, 0], b.reward, b.discount, b.next_obs[:, 0], strict=True):
+        t = int(o)
+        want = {0: (1 + 0.5 * 2 + 0.25 * 4, 0.0, 3), 1: (2 + 0.5 * 4, 0.0, 3), 2: (4.0, 0.0, 3),
+                3: (8 + 0.5 * 16, 0.25, 5), 4: (16.0, 0.5, 5)}[t]
+        assert float(r) == pytest.approx(want[0]) and float(disc) == pytest.approx(want[1]) and int(nxt) == want[2]
+
+
+@pytest.mark.parametrize("nodes,rate", [(4, 0.05), (8, 0.10), (12, 0.15)])
+def test_shipped_checkpoints_load_and_act(nodes, rate):
+    cfg = EATConfig(nodes=nodes, rate=rate)
+    env = EATEnv(cfg)
+    obs, info = env.reset(seed=0)
+    for algo in ALGOS:
+        pol = make_policy(algo, cfg)  # no --checkpoint: the shipped one
+        assert isinstance(pol, SACPolicy) and f"{nodes} nodes" in pol.label
+        a = pol.act(obs, info)
+        assert a.shape == (cfg.action_dim,) and np.all(np.abs(a) <= 1)
