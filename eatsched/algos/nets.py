@@ -19,22 +19,22 @@ N_FEATURES = 7
 
 
 class _Mish(torch.autograd.Function):
-    """Mish, x tanh(softplus(x)), written as x n / (n + 2) with n = e^x (e^x + 2) and a hand-written backward: the
-    same function as ``F.mish`` (to float rounding) at a fraction of its CPU time, which otherwise rivals the
-    matmuls of these small networks."""
+    """Mish, x tanh(softplus(x)), with a hand-written backward, d/dx = t + x sigmoid(x) (1 - t^2) for
+    t = tanh(softplus(x)): the same function as ``F.mish`` (to float rounding) at a fraction of its CPU time (8
+    vectorized elementwise ops for forward and backward together), which otherwise rivals the matmuls of these
+    small networks."""
 
     @staticmethod
     def forward(ctx, x):
-        e = torch.exp(x.clamp(max=20.0))
-        n = e * (e + 2.0)
-        t = n / (n + 2.0)  # tanh(softplus(x))
-        ctx.save_for_backward(x, t, e)
+        t = torch.tanh(F.softplus(x))
+        ctx.save_for_backward(x, t)
         return x * t
 
     @staticmethod
     def backward(ctx, grad):
-        x, t, e = ctx.saved_tensors
-        return grad * (t + x * (1.0 - t * t) * (e / (1.0 + e)))
+        x, t = ctx.saved_tensors
+        one_minus_t2 = torch.addcmul(torch.ones_like(t), t, t, value=-1.0)
+        return grad * torch.addcmul(t, one_minus_t2, x * torch.sigmoid(x))
 
 
 def mish(x: torch.Tensor) -> torch.Tensor:
@@ -167,6 +167,9 @@ class DiffusionActor(nn.Module):
         var = betas * (1.0 - abar_prev) / (1.0 - abar)
         self.register_buffer("post_std", torch.sqrt(var.clamp(min=1e-20)))
         self.register_buffer("time_table", sinusoidal(torch.arange(steps, dtype=torch.float32), time_dim))
+        # the same coefficients as Python floats: scalar arithmetic without 0-dim tensor ops in the chain
+        self._coef = [(float(self.sqrt_recip_abar[t]), float(self.sqrt_recipm1_abar[t]), float(self.coef_x0[t]),
+                       float(self.coef_xt[t]), float(self.post_std[t])) for t in range(steps)]
 
     def forward(self, state: torch.Tensor, noise: torch.Tensor | None = None, start: torch.Tensor | None = None,
                 generator: torch.Generator | None = None):
@@ -179,12 +182,15 @@ class DiffusionActor(nn.Module):
         x = noise[0] if start is None else start
         cond = self.in_s(state) + self.in_x.bias  # the state part of layer 1, once per chain
         temb = self.in_t(self.time_mlp(self.time_table))  # (steps, hidden): the time part, once per chain
+        cond_t = cond.unsqueeze(0) + temb.unsqueeze(1)  # (steps, B, hidden), one op for the whole chain
+        w_x = self.in_x.weight.t()
         for t in reversed(range(self.steps)):
-            eps = self.body(mish(F.linear(x, self.in_x.weight) + cond + temb[t]))
-            x0 = (self.sqrt_recip_abar[t] * x - self.sqrt_recipm1_abar[t] * eps).clamp(-self.x0_clip, self.x0_clip)
-            x = self.coef_x0[t] * x0 + self.coef_xt[t] * x
+            a, b, c0, ct, std = self._coef[t]
+            eps = self.body(mish(torch.addmm(cond_t[t], x, w_x)))
+            x0 = torch.add(x * a, eps, alpha=-b).clamp(-self.x0_clip, self.x0_clip)
+            x = torch.add(x0 * c0, x, alpha=ct)
             if t > 0:
-                x = x + self.post_std[t] * noise[t + 1]
+                x = torch.add(x, noise[t + 1], alpha=std)
         mean = x
         return mean, _bound(self.log_std(mean), self.log_std_min, self.log_std_max)
 
