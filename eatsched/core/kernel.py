@@ -559,17 +559,6 @@ def _write_info(tasks, clock, out, reward):
 
 
 @jit
-def _step_env(servers, tasks, clock, p, step_time, init_time, action, obs, info, mask, vis, sel, work):
-    if clock.status != ACTIVE:
-        info[INFO_REWARD] = 0.0
-        return
-    r = _step_one(servers, tasks, clock, p, step_time, init_time, action, vis, sel, work)
-    build_obs(servers, tasks, clock, p, obs)
-    _write_info(tasks, clock, info, r)
-    _write_mask(obs, mask)
-
-
-@jit
 def _write_mask(obs, mask):
     """Action mask: visible tasks that can start now (the observation's can-start column)."""
     for q in range(mask.shape[0]):
@@ -592,14 +581,27 @@ PARALLEL_CHUNK = 64
 
 @jit
 def _step_chunk(servers, tasks, clock, params, step_time, init_time, actions, obs, info, mask, lo, hi):
+    # the body is written out here rather than in a per-env function: passing a dozen array views per env
+    # cost ~200 ns per env-step (measured), a fifth of the whole step
     p = params[0]
     n = servers.shape[1]
+    L = mask.shape[1]
     vis = np.empty(p.queue_len, np.int64)
     sel = np.empty(n, np.int64)
     work = np.empty(2 * n, np.int64)
     for b in range(lo, hi):
-        _step_env(servers[b], tasks[b], clock[b], p, step_time, init_time, actions[b], obs[b], info[b], mask[b],
-                  vis, sel, work)
+        sv = servers[b]
+        tk = tasks[b]
+        ck = clock[b]
+        if ck.status != ACTIVE:
+            info[b, INFO_REWARD] = 0.0
+            continue
+        r = _step_one(sv, tk, ck, p, step_time, init_time, actions[b], vis, sel, work)
+        ob = obs[b]
+        build_obs(sv, tk, ck, p, ob)
+        _write_info(tk, ck, info[b], r)
+        for q in range(L):
+            mask[b, q] = ob[q, 5] == 1.0
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)
