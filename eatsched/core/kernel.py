@@ -23,6 +23,9 @@ import numpy as np
 from .state import ACTIVE, DONE, FUTURE, NO_GROUP, NO_MODEL, QUEUED, RUNNING, TERMINATED, TRUNCATED
 
 jit = nb.njit(cache=True, nogil=True, error_model="numpy")
+jit_inline = nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+"""For the small functions on the per-step path: inlined at numba IR level into their callers, which saves
+passing array structs through a call per use (still callable from Python like any njit function)."""
 
 
 def bind(fn, *args):
@@ -48,7 +51,7 @@ __all__ = [
 
 
 # --- quality and reward ---------------------------------------------------------------------------------
-@jit
+@jit_inline
 def quality(steps, q_max):
     """q(s) = 0 for s < 5, else min(q_max, 0.16 ln(s) / ln(6) - 0.02): monotone, no dip past 30 steps."""
     if steps < QUALITY_MIN_STEPS:
@@ -57,7 +60,7 @@ def quality(steps, q_max):
     return q if q < q_max else q_max
 
 
-@jit
+@jit_inline
 def launch_reward(wait, init, exec_s, wbar, q, w_t, w_w, w_q, w_p, q_min, r_max):
     """r = min(r_max, w_t / (w_w Wbar + wait + init + exec)) + w_q q - w_p [q < Q_min]."""
     r = w_t / (w_w * wbar + wait + init + exec_s)
@@ -69,13 +72,13 @@ def launch_reward(wait, init, exec_s, wbar, q, w_t, w_w, w_q, w_p, q_min, r_max)
     return r
 
 
-@jit
+@jit_inline
 def _reward_p(p, wait, init, exec_s, wbar, q):
     return launch_reward(wait, init, exec_s, wbar, q, p.w_t, p.w_w, p.w_q, p.w_p, p.q_min, p.r_max)
 
 
 # --- action decoding ------------------------------------------------------------------------------------
-@jit
+@jit_inline
 def decode_steps(a1, s_min, s_max):
     """s = round(s_min + u (s_max - s_min)) with u = (a1 + 1) / 2 clipped to [0, 1]; halves round up."""
     u = (a1 + 1.0) * 0.5
@@ -95,7 +98,7 @@ def encode_steps(steps, s_min, s_max):
 
 
 # --- queue and servers ----------------------------------------------------------------------------------
-@jit
+@jit_inline
 def visible_queue(tasks, clock, queue_len, out):
     """Indices of the first ``queue_len`` queued tasks, oldest first, into ``out``; returns how many."""
     n = 0
@@ -108,12 +111,12 @@ def visible_queue(tasks, clock, queue_len, out):
     return n
 
 
-@jit
+@jit_inline
 def _idle(s, t):
     return s.up == 1 and s.busy_until <= t
 
 
-@jit
+@jit_inline
 def idle_count(servers, t):
     n = 0
     for j in range(servers.shape[0]):
@@ -122,7 +125,7 @@ def idle_count(servers, t):
     return n
 
 
-@jit
+@jit_inline
 def find_reuse_group(servers, t, k, model):
     """Id of an idle group of size k holding ``model`` (the one whose slowest member is fastest, then the
     lowest index), or -1 if there is none.
@@ -158,7 +161,7 @@ def find_reuse_group(servers, t, k, model):
     return best_g
 
 
-@jit
+@jit_inline
 def _take_best(servers, cand, count, model, out, pos):
     """Move the ``count`` best servers of bitmask ``cand`` (fastest, then holding ``model``, then lowest
     index) into ``out[pos:]``. Returns (new position, remaining candidate mask)."""
@@ -181,7 +184,7 @@ def _take_best(servers, cand, count, model, out, pos):
     return pos, cand
 
 
-@jit
+@jit_inline
 def _members(servers, t, g):
     """Bitmask of the idle members of group g."""
     m = np.int64(0)
@@ -191,7 +194,7 @@ def _members(servers, t, g):
     return m
 
 
-@jit
+@jit_inline
 def select_servers(servers, t, k, model, out, work):
     """Paper V-B4 server selector. Writes k server indices into ``out``; returns (k, reuse).
 
@@ -265,7 +268,7 @@ def select_servers(servers, t, k, model, out, work):
     return pos, False
 
 
-@jit
+@jit_inline
 def plan(servers, t, k, model, p, step_time, init_time, out, work):
     """Choose servers for a task of k patches (into ``out``) and price it without changing anything.
 
@@ -288,7 +291,7 @@ def plan(servers, t, k, model, p, step_time, init_time, out, work):
     return c, reuse, init, step_time[k] / slowest
 
 
-@jit
+@jit_inline
 def mean_wait_after(tasks, clock, queue_len, skip):
     """Wbar: mean waiting time of the visible queue once task ``skip`` has left it (0 if empty)."""
     n = 0
@@ -303,7 +306,7 @@ def mean_wait_after(tasks, clock, queue_len, skip):
     return total / n if n > 0 else 0.0
 
 
-@jit
+@jit_inline
 def _dissolve(servers, g):
     for j in range(servers.shape[0]):
         if servers[j].group == g:
@@ -311,7 +314,7 @@ def _dissolve(servers, g):
             servers[j].group_size = 0
 
 
-@jit
+@jit_inline
 def commit_launch(servers, tasks, clock, p, i, steps, sel, count, reuse, init, step_s):
     """Start task i now on servers ``sel[:count]`` with ``steps`` denoising steps; returns its reward.
 
@@ -362,7 +365,7 @@ def commit_launch(servers, tasks, clock, p, i, steps, sel, count, reuse, init, s
 
 
 # --- time -----------------------------------------------------------------------------------------------
-@jit
+@jit_inline
 def advance(tasks, clock, t_new):
     """Move the clock to ``t_new``: finish tasks whose end has passed, enqueue tasks that have arrived."""
     clock.time = t_new
@@ -377,7 +380,7 @@ def advance(tasks, clock, t_new):
         clock.n_arrived += 1
 
 
-@jit
+@jit_inline
 def next_event_time(tasks, clock):
     """Earliest future arrival or completion (inf if none)."""
     te = math.inf
@@ -389,7 +392,7 @@ def next_event_time(tasks, clock):
     return te
 
 
-@jit
+@jit_inline
 def any_can_start(servers, tasks, clock, queue_len):
     idle = idle_count(servers, clock.time)
     n = 0
@@ -403,7 +406,7 @@ def any_can_start(servers, tasks, clock, queue_len):
     return False
 
 
-@jit
+@jit_inline
 def _move_to(tasks, clock, t_new, time_limit):
     """Advance to t_new, or truncate at the time limit. Returns False if the episode was truncated."""
     if t_new > time_limit:
@@ -414,7 +417,7 @@ def _move_to(tasks, clock, t_new, time_limit):
     return True
 
 
-@jit
+@jit_inline
 def settle(servers, tasks, clock, p):
     """Jump ahead while no visible task can start: nothing the policy does can matter before the next
     arrival or completion. Ends the episode when every task is done (terminated) or time runs out."""
@@ -430,7 +433,7 @@ def settle(servers, tasks, clock, p):
 
 
 # --- decisions ------------------------------------------------------------------------------------------
-@jit
+@jit_inline
 def choose(servers, tasks, clock, p, action, vis):
     """Decode ``action`` (SPEC V-A2) into (task index or -1 for no-op, steps).
 
@@ -460,7 +463,7 @@ def choose(servers, tasks, clock, p, action, vis):
     return i, decode_steps(action[1], p.s_min, p.s_max)
 
 
-@jit
+@jit_inline
 def build_obs(servers, tasks, clock, p, out):
     """Token matrix (L + N rows, 7 columns), every feature normalized (see ``sim.env`` for the table)."""
     L = p.queue_len
@@ -522,7 +525,7 @@ def build_obs(servers, tasks, clock, p, out):
             row[c] = 0.0
 
 
-@jit
+@jit_inline
 def _step_one(servers, tasks, clock, p, step_time, init_time, action, vis, sel, work):
     clock.decisions += 1
     i, steps = choose(servers, tasks, clock, p, action, vis)
@@ -545,7 +548,7 @@ INFO_TIME, INFO_QUEUED, INFO_LAUNCHED, INFO_DONE, INFO_RELOADS, INFO_STATUS, INF
 N_INFO = 7
 
 
-@jit
+@jit_inline
 def _write_info(tasks, clock, out, reward):
     """Counters for the env's info dict and the step's reward, as one float vector (one cheap read)."""
     queued = clock.n_arrived - clock.n_launched  # every launched task has arrived
