@@ -37,6 +37,8 @@ def _use_usable_cores() -> None:
 
 PARALLEL_MIN_ENVS = 256
 """From this many envs on, steps are spread over the CPU cores."""
+WORKLOAD_BLOCK = 1024
+"""Episodes' workloads drawn at once for auto-resets."""
 MAX_PENDING_BATCHES = 4096
 """Steps' worth of ended episodes kept for ``pop_episode_metrics`` (older ones are dropped)."""
 
@@ -77,6 +79,9 @@ class BatchedEATEnv(VectorEnv):
         self._step_args = (self._servers, self._tasks, self._clock, self._params, self._step_time,
                            self._init_time, self._actions, self._obs, self._info, self._mask)
         self._step_kernel = kernel.bind(self._step_fn, *self._step_args)
+        self._reset_kernel = None
+        self._pool: tuple[np.ndarray, ...] | None = None  # pre-drawn workloads, handed out from _pool_pos
+        self._pool_pos = 0
         # task rows of ended episodes, kept as raw bytes (a structured fancy-index copy costs ~6x more) until
         # pop_episode_metrics; bounded so that a caller that never pops does not grow memory without end
         self._task_bytes = self._tasks.view(np.uint8).reshape(num_envs, -1)
@@ -97,6 +102,7 @@ class BatchedEATEnv(VectorEnv):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is not None:
             self.rng = np.random.default_rng(seed)
+            self._pool = None  # workloads drawn from the old generator are not reused
         self._reset_envs(np.arange(self.num_envs))
         self._ended.clear()
         return self._observations(), {}
@@ -136,15 +142,28 @@ class BatchedEATEnv(VectorEnv):
     # --- internals ---------------------------------------------------------------------------------
     def _reset_envs(self, idx: np.ndarray) -> None:
         arrival, patches, models, counts = self.next_workloads(idx)
-        kernel.reset_many(self._servers, self._tasks, self._clock, self._params, self._speeds,
-                          idx.astype(np.int64), arrival, patches, models, counts, self._obs, self._info, self._mask)
+        args = (self._servers, self._tasks, self._clock, self._params, self._speeds, np.asarray(idx, np.int64),
+                arrival, patches, models, counts, self._obs, self._info, self._mask)
+        if self._reset_kernel is None:  # bound on first use, to the types the workloads come in
+            self._reset_kernel = kernel.bind(kernel.reset_many, *args)
+        try:
+            self._reset_kernel(*args)
+        except TypeError:  # workloads of other array types (an override of next_workloads): dispatch
+            kernel.reset_many(*args)
         self._returns[idx] = 0.0
 
     def next_workloads(self, idx: np.ndarray):
         """Workloads for the episodes about to start in envs ``idx``: ``(arrival, patches, models, counts)``,
         row q for env ``idx[q]`` (float64 / int64 arrays, rows padded past ``counts[q]``). Drawn from the
-        arrival process; override to replay fixed workloads (``algos.search`` does)."""
-        return self.arrivals.sample_batch(self.rng, len(idx))
+        arrival process in blocks of ``WORKLOAD_BLOCK`` episodes (one vectorized draw serves many steps'
+        auto-resets); override to replay fixed workloads (``algos.search`` does)."""
+        n = len(idx)
+        if self._pool is None or self._pool_pos + n > len(self._pool[3]):
+            self._pool = self.arrivals.sample_batch(self.rng, max(WORKLOAD_BLOCK, n))
+            self._pool_pos = 0
+        a = self._pool_pos
+        self._pool_pos += n
+        return tuple(x[a:a + n] for x in self._pool)
 
     def _observations(self) -> np.ndarray:
         obs = self._obs.reshape(self.num_envs, -1) if self.flat else self._obs
