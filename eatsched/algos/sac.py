@@ -171,6 +171,15 @@ class ReplayBuffer:
         self.rows_t.fill_(float(self.rows))
         self.oldest_t.fill_((self.pos - self.rows) % self.T)
 
+    def add_step(self, obs, action, next_obs, reward, terminated, truncated, infos) -> None:
+        """Store one ``BatchedEATEnv.step`` of every env. An env that auto-reset returns its next episode's first
+        observation; the stored next state is its episode's last one (``infos["final_obs"]``)."""
+        real_next = next_obs
+        if "ended" in infos:
+            real_next = next_obs.copy()
+            real_next[infos["ended"]] = infos["final_obs"]
+        self.add(obs, action, reward, terminated, terminated | truncated, real_next)
+
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
         dev = self.reward.device
         j = (torch.rand(batch_size, generator=generator, device=dev) * self.rows_t).long()  # logical row, 0 = oldest

@@ -52,10 +52,7 @@ def _filled_buffer(agent, config: EATConfig, device, rows: int = 256):
     for _ in range(rows):
         act = rng.uniform(-1, 1, (a.num_envs, config.action_dim)).astype(np.float32)
         nxt, r, te, tr, infos = envs.step(act)
-        real = nxt.copy()
-        if "ended" in infos:
-            real[infos["ended"]] = infos["final_obs"]
-        buf.add(*(torch.from_numpy(x) for x in (obs, act, r, te, te | tr, real)))
+        buf.add_step(obs, act, nxt, r, te, tr, infos)
         obs = nxt
     return buf, envs, obs
 
@@ -105,10 +102,7 @@ def bench_update(algo: str, config: EATConfig, device: str = "cpu", seconds: flo
         with torch.inference_mode():
             act = agent.act(torch.as_tensor(obs, device=device)).cpu().numpy()
         nxt, r, te, tr, infos = envs.step(act)
-        real = nxt.copy()
-        if "ended" in infos:
-            real[infos["ended"]] = infos["final_obs"]
-        buf.add(*(torch.from_numpy(x) for x in (obs, act, r, te, te | tr, real)))
+        buf.add_step(obs, act, nxt, r, te, tr, infos)
         obs = nxt
         steps += E
         due += E * utd

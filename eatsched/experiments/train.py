@@ -159,19 +159,14 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
                 with torch.inference_mode():
                     actions = agent.act(torch.as_tensor(obs, device=dev)).cpu().numpy()
             next_obs, rewards, terminated, truncated, infos = envs.step(actions)
-            real_next = next_obs
             ep_len += 1
             if "ended" in infos:
-                real_next = next_obs.copy()
-                real_next[infos["ended"]] = infos["final_obs"]
                 for i, ret in zip(infos["ended"], infos["episode_return"], strict=True):
                     recent_rewards.append(float(ret))
                     recent_lengths.append(int(ep_len[i]))
                     ep_len[i] = 0
                     episodes_done += 1
-            buffer.add(torch.from_numpy(obs), torch.from_numpy(actions), torch.from_numpy(rewards),
-                       torch.from_numpy(terminated), torch.from_numpy(terminated | truncated),
-                       torch.from_numpy(real_next))
+            buffer.add_step(obs, actions, next_obs, rewards, terminated, truncated, infos)
             obs = next_obs
             step += args.num_envs
 
