@@ -167,3 +167,22 @@ def test_shipped_checkpoints_load_and_act(nodes, rate):
         assert isinstance(pol, SACPolicy) and f"{nodes} nodes" in pol.label
         a = pol.act(obs, info)
         assert a.shape == (cfg.action_dim,) and np.all(np.abs(a) <= 1)
+
+
+def test_hand_written_mish_matches_torch_value_and_gradient():
+    """The CPU Mish (closed form through one exp) equals ``F.mish`` and its gradient, including where exp
+    overflows or underflows."""
+    from eatsched.algos.nets import mish  # noqa: PLC0415
+
+    x = torch.cat([torch.linspace(-120.0, 120.0, 4001), torch.randn(2000) * 4]).double().requires_grad_()
+    y = mish(x)
+    (g,) = torch.autograd.grad(y.sum(), x)
+    x_ref = x.detach().clone().requires_grad_()
+    y_ref = torch.nn.functional.mish(x_ref)
+    (g_ref,) = torch.autograd.grad(y_ref.sum(), x_ref)
+    assert torch.isfinite(y).all() and torch.isfinite(g).all()
+    torch.testing.assert_close(y, y_ref, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(g, g_ref, rtol=1e-6, atol=1e-9)
+    xf = torch.linspace(-120.0, 120.0, 4001).requires_grad_()
+    torch.autograd.gradcheck(lambda v: mish(v), (torch.randn(20, dtype=torch.double, requires_grad=True),))
+    assert torch.isfinite(mish(xf)).all()
