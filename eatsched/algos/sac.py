@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._memory import retain_freed_memory
 from .nets import ACTORS, ENCODERS, TwinCritic, squash
 
 
@@ -208,6 +209,7 @@ class SACAgent(nn.Module):
 
     def __init__(self, args: SACArgs, queue_len: int, nodes: int, device: str | torch.device = "cpu", seed: int = 0):
         super().__init__()
+        retain_freed_memory()  # activations of a batch of 512 are made and freed many times per update
         self.args, self.queue_len, self.nodes = args, queue_len, nodes
         self.token_rows, self.action_dim = queue_len + nodes, 2 + queue_len
         with torch.random.fork_rng(devices=[]):  # initial weights from the seed, global RNG untouched

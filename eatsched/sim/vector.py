@@ -17,10 +17,11 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 
+from .._memory import retain_freed_memory
 from ..core import kernel
 from ..core.config import EATConfig
 from ..core.metrics import summarize
-from ..core.state import ACTIVE, N_FEATURES, TERMINATED, TRUNCATED, allocate, make_params, make_time_tables
+from ..core.state import N_FEATURES, allocate, make_params, make_time_tables
 from ..core.workload import make_arrivals
 
 
@@ -58,6 +59,7 @@ class BatchedEATEnv(VectorEnv):
         if num_envs < 1:
             raise ValueError("num_envs must be >= 1")
         self.config = cfg = (config or EATConfig()).replace(**overrides)
+        retain_freed_memory()  # workload blocks and observation copies are large arrays made every few steps
         self.num_envs = num_envs
         self.flat = flat
         self.copy_obs = copy_obs  # False: step() returns the internal buffer, valid until the next step
@@ -86,6 +88,10 @@ class BatchedEATEnv(VectorEnv):
         # pop_episode_metrics; bounded so that a caller that never pops does not grow memory without end
         self._task_bytes = self._tasks.view(np.uint8).reshape(num_envs, -1)
         self._ended: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque(maxlen=MAX_PENDING_BATCHES)
+        self._n_tasks = self._clock["n_tasks"]  # a view: field lookups by name cost microseconds per step
+        self._ended_idx = np.zeros(num_envs, np.int64)
+        self._collect = kernel.bind(kernel.collect_step, self._info, self._returns, np.empty(num_envs),
+                                    np.empty(num_envs, np.bool_), np.empty(num_envs, np.bool_), self._ended_idx)
 
         single_act = spaces.Box(-1.0, 1.0, (cfg.action_dim,), np.float32)
         high = np.ones((cfg.token_rows, N_FEATURES), np.float32)
@@ -110,20 +116,17 @@ class BatchedEATEnv(VectorEnv):
     def step(self, actions):
         self._actions[:] = actions
         self._step_kernel(*self._step_args)
-        status = self._info[:, kernel.INFO_STATUS]
-        terminated = status == TERMINATED
-        truncated = status == TRUNCATED
-        rewards = self._info[:, kernel.INFO_REWARD].copy()
-        self._returns += rewards
+        n = self.num_envs
+        rewards, terminated, truncated = np.empty(n), np.empty(n, np.bool_), np.empty(n, np.bool_)
+        n_ended = self._collect(self._info, self._returns, rewards, terminated, truncated, self._ended_idx)
         infos: dict = {}
-        ended = np.flatnonzero(status != ACTIVE)
-        if len(ended):
-            obs = self._obs.reshape(self.num_envs, -1) if self.flat else self._obs
+        if n_ended:
+            ended = self._ended_idx[:n_ended].copy()
+            obs = self._obs.reshape(n, -1) if self.flat else self._obs
             infos["final_obs"] = obs[ended]  # fancy indexing copies
             infos["ended"] = ended
-            infos["episode_return"] = self._returns[ended].copy()
-            self._ended.append((self._task_bytes[ended], self._clock["n_tasks"][ended],
-                                infos["episode_return"]))
+            infos["episode_return"] = self._returns[ended]
+            self._ended.append((self._task_bytes[ended], self._n_tasks[ended], infos["episode_return"]))
             self._reset_envs(ended)
         return self._observations(), rewards, terminated, truncated, infos
 
