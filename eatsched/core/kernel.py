@@ -418,16 +418,50 @@ def _move_to(tasks, clock, t_new, time_limit):
 
 
 @jit_inline
+def _servers_scan(servers, t):
+    """Idle servers at time t and the earliest time a busy one frees up (inf if none), in one branch-free
+    pass. In the simulator a busy server's ``busy_until`` is its running task's finish time, so the second
+    value is the earliest completion (``next_event_time`` finds the same by scanning the tasks)."""
+    idle = 0
+    free_at = math.inf
+    for j in range(servers.shape[0]):
+        bu = servers[j].busy_until
+        idle += (servers[j].up == 1) & (bu <= t)
+        free_at = min(free_at, bu if bu > t else math.inf)
+    return idle, free_at
+
+
+@jit_inline
+def _min_visible_patches(tasks, clock, queue_len):
+    """Fewest patches among the visible queued tasks (a large number if the queue is empty)."""
+    n = 0
+    m = 1 << 30
+    for i in range(clock.head, clock.n_arrived):
+        if tasks[i].state == QUEUED:
+            m = min(m, tasks[i].patches)
+            n += 1
+            if n == queue_len:
+                break
+    return m
+
+
+@jit_inline
 def settle(servers, tasks, clock, p):
     """Jump ahead while no visible task can start: nothing the policy does can matter before the next
-    arrival or completion. Ends the episode when every task is done (terminated) or time runs out."""
+    arrival or completion. Ends the episode when every task is done (terminated) or time runs out.
+
+    Simulator only (it reads completions off the servers, see ``_servers_scan``); this loop is most of a
+    step's cost, so each round is one pass over the servers and one over the visible queue."""
     while clock.status == ACTIVE:
         if clock.n_done == clock.n_tasks:
             clock.status = TERMINATED
             return
-        if any_can_start(servers, tasks, clock, p.queue_len):
+        idle, free_at = _servers_scan(servers, clock.time)
+        if _min_visible_patches(tasks, clock, p.queue_len) <= idle:
             return
-        te = next_event_time(tasks, clock)
+        te = free_at
+        if clock.n_arrived < clock.n_tasks and tasks[clock.n_arrived].arrival < te:
+            te = tasks[clock.n_arrived].arrival
         if not _move_to(tasks, clock, te, p.time_limit):
             return
 
