@@ -52,7 +52,7 @@ __all__ = [
     "quality", "launch_reward", "decode_steps", "encode_steps", "visible_queue", "idle_count",
     "find_reuse_group", "select_servers", "plan", "commit_launch", "mean_wait_after", "advance",
     "next_event_time", "any_can_start", "settle", "choose", "build_obs", "step_batch", "reset_env",
-    "greedy_choice", "collect_step",
+    "greedy_choice", "collect_step", "harvest_ended",
 ]
 
 
@@ -669,6 +669,26 @@ def collect_step(info, returns, rewards, terminated, truncated, ended):
             ended[n] = b
             n += 1
     return n
+
+
+@jit
+def harvest_ended(ended, obs, returns, clock, task_bytes):
+    """Copies of what the envs ``ended`` leave behind before their auto-reset overwrites it: last
+    observations, episode returns (then zeroed), task rows as raw bytes and task counts. One compiled call
+    instead of a NumPy fancy-index copy per array."""
+    m = ended.shape[0]
+    final_obs = np.empty((m,) + obs.shape[1:], obs.dtype)
+    ep_return = np.empty(m)
+    rows = np.empty((m, task_bytes.shape[1]), np.uint8)
+    counts = np.empty(m, np.int64)
+    for q in range(m):
+        b = ended[q]
+        final_obs[q] = obs[b]
+        ep_return[q] = returns[b]
+        returns[b] = 0.0
+        rows[q] = task_bytes[b]
+        counts[q] = clock[b].n_tasks
+    return final_obs, ep_return, rows, counts
 
 
 @nb.njit(cache=True, nogil=True, parallel=True)

@@ -88,8 +88,9 @@ class BatchedEATEnv(VectorEnv):
         # pop_episode_metrics; bounded so that a caller that never pops does not grow memory without end
         self._task_bytes = self._tasks.view(np.uint8).reshape(num_envs, -1)
         self._ended: deque[tuple[np.ndarray, np.ndarray, np.ndarray]] = deque(maxlen=MAX_PENDING_BATCHES)
-        self._n_tasks = self._clock["n_tasks"]  # a view: field lookups by name cost microseconds per step
         self._ended_idx = np.zeros(num_envs, np.int64)
+        self._harvest = kernel.bind(kernel.harvest_ended, self._ended_idx, self._obs, self._returns, self._clock,
+                                    self._task_bytes)
         self._collect = kernel.bind(kernel.collect_step, self._info, self._returns, np.empty(num_envs),
                                     np.empty(num_envs, np.bool_), np.empty(num_envs, np.bool_), self._ended_idx)
 
@@ -122,12 +123,13 @@ class BatchedEATEnv(VectorEnv):
         infos: dict = {}
         if n_ended:
             ended = self._ended_idx[:n_ended].copy()
-            obs = self._obs.reshape(n, -1) if self.flat else self._obs
-            infos["final_obs"] = obs[ended]  # fancy indexing copies
+            final_obs, ep_return, rows, counts = self._harvest(ended, self._obs, self._returns, self._clock,
+                                                               self._task_bytes)
+            infos["final_obs"] = final_obs.reshape(n_ended, -1) if self.flat else final_obs
             infos["ended"] = ended
-            infos["episode_return"] = self._returns[ended]
-            self._ended.append((self._task_bytes[ended], self._n_tasks[ended], infos["episode_return"]))
-            self._reset_envs(ended)
+            infos["episode_return"] = ep_return
+            self._ended.append((rows, counts, ep_return))
+            self._reset_envs(ended, zero_returns=False)  # harvest_ended zeroed them
         return self._observations(), rewards, terminated, truncated, infos
 
     def pop_episode_metrics(self) -> list[dict]:
@@ -143,7 +145,7 @@ class BatchedEATEnv(VectorEnv):
         return out
 
     # --- internals ---------------------------------------------------------------------------------
-    def _reset_envs(self, idx: np.ndarray) -> None:
+    def _reset_envs(self, idx: np.ndarray, zero_returns: bool = True) -> None:
         arrival, patches, models, counts = self.next_workloads(idx)
         args = (self._servers, self._tasks, self._clock, self._params, self._speeds, np.asarray(idx, np.int64),
                 arrival, patches, models, counts, self._obs, self._info, self._mask)
@@ -153,7 +155,8 @@ class BatchedEATEnv(VectorEnv):
             self._reset_kernel(*args)
         except TypeError:  # workloads of other array types (an override of next_workloads): dispatch
             kernel.reset_many(*args)
-        self._returns[idx] = 0.0
+        if zero_returns:
+            self._returns[idx] = 0.0
 
     def next_workloads(self, idx: np.ndarray):
         """Workloads for the episodes about to start in envs ``idx``: ``(arrival, patches, models, counts)``,
