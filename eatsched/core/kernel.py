@@ -19,6 +19,7 @@ import math
 
 import numba as nb
 import numpy as np
+from numba.core.cpu import CPUTargetOptions
 
 from .state import ACTIVE, DONE, FUTURE, NO_GROUP, NO_MODEL, QUEUED, RUNNING, TERMINATED, TRUNCATED
 
@@ -26,7 +27,8 @@ jit = nb.njit(cache=True, nogil=True, error_model="numpy")
 jit_inline = nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 """For the small functions on the per-step path: inlined at numba IR level into their callers, which saves
 passing array structs through a call per use (still callable from Python like any njit function)."""
-jit_no_refcount = nb.njit(cache=True, nogil=True, error_model="numpy", _nrt=False)
+_NO_REFCOUNT = {"_nrt": False} if hasattr(CPUTargetOptions, "_nrt") else {}  # a numba option since 0.40
+jit_no_refcount = nb.njit(cache=True, nogil=True, error_model="numpy", **_NO_REFCOUNT)
 """For the batch loops: compiled without numba's reference counting. Every array view made in a loop
 (``servers[b]``, an observation row) otherwise costs atomic increments and decrements through the runtime,
 about 200 indirect calls per env-step that numba's pruning cannot remove from a function this large
