@@ -49,8 +49,15 @@ def test_trains_logs_and_round_trips(trained, algo):
     assert all(np.isfinite(float(r["loss_critic"])) for r in rows if r["loss_critic"])
     with open(d / "eval_log.csv") as f:
         ev = list(csv.DictReader(f))
-    assert tuple(ev[0]) == EVAL_COLUMNS and len(ev) >= 1
+    assert tuple(ev[0]) == EVAL_COLUMNS and len(ev) >= 2
     assert any(p.name.startswith("events") for p in (d / "tb").iterdir())
+    # best_policy.pt is the policy of the evaluation with the highest mean reward (first one on ties)
+    best_row = max(ev, key=lambda r: float(r["mean_reward"]))
+    best = torch.load(d / "best_policy.pt", weights_only=True)
+    assert best["step"] == int(best_row["step"])
+    replay = simulate(make_policy(algo, CFG, checkpoint=str(d / "best_policy.pt"), seed=1_000_000), CFG,
+                      TINY["eval_episodes"], seed=1_000_000)
+    assert replay.summary()["mean_reward"] == pytest.approx(float(best_row["mean_reward"]))
     # same actions after reload with the same seed, through the public loader
     a = simulate(make_policy(algo, CFG, checkpoint=str(path), seed=5), CFG, 2, seed=11)
     b = simulate(load_learned(algo, CFG, checkpoint=str(path), seed=5), CFG, 2, seed=11)
@@ -186,3 +193,13 @@ def test_hand_written_mish_matches_torch_value_and_gradient():
     xf = torch.linspace(-120.0, 120.0, 4001).requires_grad_()
     torch.autograd.gradcheck(lambda v: mish(v), (torch.randn(20, dtype=torch.double, requires_grad=True),))
     assert torch.isfinite(mish(xf)).all()
+
+
+def test_resumed_run_keeps_best_evaluation_from_its_log(tmp_path):
+    from eatsched.experiments.train import _best_logged_reward  # noqa: PLC0415
+
+    log = tmp_path / "eval_log.csv"
+    assert _best_logged_reward(log) == -np.inf  # no log yet
+    log.write_text("step,mean_reward,mean_quality,mean_response_s,efficiency\n"
+                   "5000,301.5,0.2,30,0.007\n10000,312.25,0.2,29,0.008\n15000,305,0.2,29,0.0075\n")
+    assert _best_logged_reward(log) == 312.25

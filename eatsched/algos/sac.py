@@ -97,9 +97,9 @@ class SACArgs:
     """env steps of uniformly random actions before learning starts"""
     log_every: int = 2_000
     """env steps between rows of train_log.csv"""
-    eval_every: int = 20_000
-    """env steps between evaluations on held-out seeds"""
-    eval_episodes: int = 10
+    eval_every: int = 5_000
+    """env steps between evaluations on held-out seeds (each also refreshes ``best_policy.pt``)"""
+    eval_episodes: int = 20
     """episodes per evaluation (workload seeds 1_000_000 ..)"""
     checkpoint_every: int = 50_000
     """env steps between checkpoints (one is always written at the end)"""

@@ -4,6 +4,9 @@ The SAC loop collects from ``BatchedEATEnv`` (``num_envs`` clusters per policy f
 replay buffer on the training device and runs ``utd`` gradient updates per env step. Outputs under ``out``:
 
 * ``policy.pt``: the deployable policy (encoder + actor + config; ``eat simulate --checkpoint``),
+* ``best_policy.pt``: the policy at the periodic evaluation with the highest mean reward so far (on the
+  evaluation seeds from ``EVAL_SEED0``, disjoint from the held-out seeds of ``eat evaluate``): off-policy
+  training does not improve monotonically, and a short run often peaks before its end,
 * ``train_state.pt``: everything ``--resume`` needs (networks, critics, optimizers, counters, RNG states; the
   replay buffer is not saved: a resumed run refills it with ``learning_starts`` steps of its current policy),
 * ``train_log.csv`` / ``eval_log.csv`` (columns in ``TRAIN_COLUMNS`` / ``EVAL_COLUMNS``) and TensorBoard files
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -108,12 +112,20 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
     train_log = _CsvLog(out / "train_log.csv", TRAIN_COLUMNS, append=resume)
     eval_log = _CsvLog(out / "eval_log.csv", EVAL_COLUMNS, append=resume)
 
+    best_reward = _best_logged_reward(out / "eval_log.csv") if resume else -math.inf
+
     def evaluate(step: int) -> dict:
+        nonlocal best_reward
         pol = SACPolicy(config, algo, args, _policy_state(agent), seed=EVAL_SEED0)
         s = simulate(pol, config, args.eval_episodes, EVAL_SEED0).summary()
         row = {"step": step, "mean_reward": s["mean_reward"], "mean_quality": s["mean_quality"],
                "mean_response_s": s["mean_response_s"], "efficiency": s["efficiency"]}
         eval_log.write(row)
+        if row["mean_reward"] > best_reward:
+            best_reward = row["mean_reward"]
+            label = (f"{algo}, {config.nodes} nodes, rate {config.rate}, best evaluation at {step} env steps "
+                     f"(mean reward {best_reward:.1f}), seed {seed}, {device}")
+            save_policy_checkpoint(out / "best_policy.pt", algo, config, args, _policy_state(agent), step, label)
         if writer is not None:
             for k in EVAL_COLUMNS[1:]:
                 writer.add_scalar(f"eval/{k}", row[k], step)
@@ -219,6 +231,15 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
     if writer is not None:
         writer.close()
     return path
+
+
+def _best_logged_reward(path: Path) -> float:
+    """Highest mean reward in an existing eval_log.csv (a resumed run keeps its best policy unless beaten)."""
+    try:
+        with path.open() as f:
+            return max((float(r["mean_reward"]) for r in csv.DictReader(f)), default=-math.inf)
+    except (OSError, ValueError, KeyError):
+        return -math.inf
 
 
 def _policy_state(agent) -> dict:
