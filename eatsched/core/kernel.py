@@ -53,7 +53,7 @@ MAX_PATCHES = 8.0
 __all__ = [
     "quality", "launch_reward", "decode_steps", "encode_steps", "visible_queue", "idle_count",
     "find_reuse_group", "select_servers", "plan", "commit_launch", "mean_wait_after", "advance",
-    "next_event_time", "any_can_start", "settle", "choose", "build_obs", "step_batch", "reset_env",
+    "next_event_time", "settle", "choose", "build_obs", "step_batch", "reset_env",
     "greedy_choice", "collect_step", "harvest_ended",
 ]
 
@@ -398,20 +398,6 @@ def next_event_time(tasks, clock):
         if tasks[i].state == RUNNING and tasks[i].finish < te:
             te = tasks[i].finish
     return te
-
-
-@jit_inline
-def any_can_start(servers, tasks, clock, queue_len):
-    idle = idle_count(servers, clock.time)
-    n = 0
-    for i in range(clock.head, clock.n_arrived):
-        if tasks[i].state == QUEUED:
-            if tasks[i].patches <= idle:
-                return True
-            n += 1
-            if n == queue_len:
-                break
-    return False
 
 
 @jit_inline
