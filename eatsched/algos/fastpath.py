@@ -114,6 +114,16 @@ class NumpyDiffusionActor:
         return x
 
 
+@numba.njit(cache=True, fastmath=False, inline="always")
+def _mish_inplace(h):
+    """Mish of a hidden vector in place: x tanh(softplus(x)) = x n / (n + 2) with n = e^x (e^x + 2)."""
+    for j in range(h.shape[0]):
+        v = h[j]
+        e = np.exp(min(v, np.float32(20.0)))
+        n = e * (e + np.float32(2.0))
+        h[j] = v * (n / (n + np.float32(2.0)))
+
+
 @numba.njit(cache=True, fastmath=False)
 def _chain(x, cond_t, w_in, w_hid, b_hid, w_out, b_out, sqrt_recip_abar, sqrt_recipm1_abar, coef_x0, coef_xt,
            post_std, noise, x0_clip):
@@ -128,21 +138,13 @@ def _chain(x, cond_t, w_in, w_hid, b_hid, w_out, b_out, sqrt_recip_abar, sqrt_re
             xi = x[i]
             for j in range(hidden):
                 h1[j] += xi * w_in[i, j]
-        for j in range(hidden):
-            v = h1[j]
-            e = np.exp(min(v, np.float32(20.0)))
-            n = e * (e + np.float32(2.0))
-            h1[j] = v * (n / (n + np.float32(2.0)))
+        _mish_inplace(h1)
         h2 = b_hid.copy()
         for i in range(hidden):  # row-major weights: the inner loop is contiguous (vectorized)
             hi = h1[i]
             for j in range(hidden):
                 h2[j] += hi * w_hid[i, j]
-        for j in range(hidden):
-            v = h2[j]
-            e = np.exp(min(v, np.float32(20.0)))
-            n = e * (e + np.float32(2.0))
-            h2[j] = v * (n / (n + np.float32(2.0)))
+        _mish_inplace(h2)
         eps = b_out.copy()
         for i in range(hidden):
             hi = h2[i]
