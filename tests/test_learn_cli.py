@@ -52,3 +52,6 @@ def test_bench_train_json():
         assert row["algo"] in ("eat", "eat-da") and row["batch"] == 512
         assert row["updates_per_s"] > 0 and row["gflop_per_update"] > 0 and 0 < row["fraction_of_matmul"]
         assert row["env_steps_per_s_training"] > 0
+    # on the CPU the fused path is measured beside the autograd reference, with the ratio
+    assert sorted(r["path"] for r in d["results"]) == ["autograd", "autograd", "fused", "fused"]
+    assert all(r["x_plain"] > 0 for r in d["results"])

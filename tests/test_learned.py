@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)  # tiny networks: a second thread only adds synchronization (and the CPU is shared)
 
-from eatsched.algos import make_policy  # noqa: E402
+from eatsched.algos import fused, make_policy  # noqa: E402
 from eatsched.algos.learned import SACPolicy, load_learned  # noqa: E402
 from eatsched.algos.nets import DiffusionActor, squash  # noqa: E402
 from eatsched.algos.sac import ALGOS, ReplayBuffer, SACAgent, args_for  # noqa: E402
@@ -92,15 +92,29 @@ def test_resume_continues_counting(trained, tmp_path):
     assert torch.load(d / "policy.pt", weights_only=True)["step"] == 320
 
 
-def test_diffusion_chain_has_configured_steps_and_gradients_reach_first_layer():
+@pytest.mark.parametrize("fused_path", [False, True])
+def test_diffusion_chain_has_configured_steps_and_gradients_reach_first_layer(fused_path, monkeypatch):
+    monkeypatch.setattr(fused, "FUSED_ENABLED", fused_path)
     for steps in (3, 10):
         actor = DiffusionActor(20, 6, hidden=16, layers=2, time_dim=8, steps=steps, beta_schedule="vp", x0_clip=3.0,
                                log_std_min=-5, log_std_max=1)
-        calls = []
-        actor.body.register_forward_hook(lambda *a, calls=calls: calls.append(1))
         g = torch.Generator().manual_seed(0)
-        mean, log_std = actor(torch.randn(5, 20, generator=g), generator=g)
-        assert len(calls) == steps and mean.shape == (5, 6) == log_std.shape
+        state = torch.randn(5, 20, generator=g)
+        if fused_path:  # the fused chain keeps one row of activations per step it ran
+            with torch.no_grad():
+                cond = actor.in_s(state) + actor.in_x.bias
+                temb = actor.in_t(actor.time_mlp(actor.time_table))
+            noise = torch.randn(steps + 1, 5, 6, generator=g)
+            _, (xs, masks, acts, _) = fused.chain_forward(actor, cond, temb, noise[0], noise,
+                                                          fused.chain_params(actor), save=True)
+            assert xs.shape[0] == masks.shape[0] == acts[0].shape[0] == steps
+        else:
+            calls = []
+            actor.body.register_forward_hook(lambda *a, calls=calls: calls.append(1))
+        mean, log_std = actor(state, generator=g)
+        if not fused_path:
+            assert len(calls) == steps
+        assert mean.shape == (5, 6) == log_std.shape
         mean.sum().backward()
         assert actor.in_x.weight.grad is not None and actor.in_x.weight.grad.abs().sum() > 0
         assert actor.in_s.weight.grad.abs().sum() > 0

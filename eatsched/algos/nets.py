@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused
+
 N_FEATURES = 7
 """columns of the observation's token matrix (``core.state.N_FEATURES``)"""
 
@@ -78,6 +80,8 @@ class AttentionEncoder(nn.Module):
         self.out_dim = token_rows * d_model
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if fused.usable(obs):
+            return fused.attention_encoder(self, obs)
         tok = obs.reshape(obs.shape[0], self.rows, N_FEATURES)
         kind = tok[:, :, 0:1]  # 0 = task row, 1 = server row
         x = self.embed(tok) + self.type_embed.weight[0] * (1 - kind) + self.type_embed.weight[1] * kind
@@ -184,6 +188,9 @@ class DiffusionActor(nn.Module):
         x = noise[0] if start is None else start
         cond = self.in_s(state) + self.in_x.bias  # the state part of layer 1, once per chain
         temb = self.in_t(self.time_mlp(self.time_table))  # (steps, hidden): the time part, once per chain
+        if fused.usable(state):
+            mean = fused.diffusion_chain(self, cond, temb, x, noise)
+            return mean, _bound(self.log_std(mean), self.log_std_min, self.log_std_max)
         # layer 1 at step t is one addmm: [x_t, onehot(t)] @ [W_x; temb] + cond. Adding temb[t] as a matmul
         # row keeps autograd from materializing a (steps, B, hidden) gradient for a per-step slice.
         w_aug = torch.cat([self.in_x.weight.t(), temb], dim=0)
@@ -250,11 +257,17 @@ class TwinCritic(nn.Module):
             self.weights.append(nn.Parameter(torch.empty(2, fan_in, fan_out).uniform_(-bound, bound)))
             self.biases.append(nn.Parameter(torch.empty(2, 1, fan_out).uniform_(-bound, bound)))
 
-    def forward(self, state: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """(2, B) Q values."""
+    def forward(self, state: torch.Tensor, action: torch.Tensor, weight_grads: bool = True) -> torch.Tensor:
+        """(2, B) Q values. ``weight_grads=False``: gradients reach the inputs only (the actor's loss), which
+        spares the backward its weight-gradient matmuls."""
         x = torch.cat([state, action], dim=-1)
-        h = torch.baddbmm(self.biases[0], x.expand(2, *x.shape), self.weights[0])
-        for w, b in zip(list(self.weights)[1:], list(self.biases)[1:], strict=True):
+        weights, biases = list(self.weights), list(self.biases)
+        if not weight_grads:
+            weights, biases = [w.detach() for w in weights], [b.detach() for b in biases]
+        if fused.usable(x):
+            return fused.twin_critic(weights, biases, x)
+        h = torch.baddbmm(biases[0], x.expand(2, *x.shape), weights[0])
+        for w, b in zip(weights[1:], biases[1:], strict=True):
             h = torch.baddbmm(b, mish(h), w)
         return h.squeeze(-1)
 

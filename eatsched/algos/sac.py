@@ -302,7 +302,7 @@ class SACAgent(nn.Module):
         feats = feats.detach()
         mean, log_std, _ = self.policy(b.obs, feats)
         action, log_prob = squash(mean, log_std, self.generator)
-        q_pi = self.critic(feats, self.masked(action, b.obs)).min(0).values
+        q_pi = self.critic(feats, self.masked(action, b.obs), weight_grads=False).min(0).values
         actor_loss = (alpha * log_prob - q_pi).mean()
         self.actor_opt.zero_grad(set_to_none=False)
         actor_loss.backward(inputs=self.actor_params)

@@ -70,9 +70,24 @@ def update_flops(agent, buffer) -> int:
 
 
 def bench_update(algo: str, config: EATConfig, device: str = "cpu", seconds: float = 5.0, graph: bool | None = None,
-                 peak_gflops: float | None = None) -> dict:
+                 peak_gflops: float | None = None, fused_path: bool = True) -> dict:
     """Gradient updates/s of ``algo`` at batch 512 (replay sampling included), with its FLOPs and the fraction of
-    the matmul ceiling, then env-steps/s of the training loop (act + step + store + ``utd`` updates)."""
+    the matmul ceiling, then env-steps/s of the training loop (act + step + store + ``utd`` updates).
+    ``fused_path=False`` measures the CPU reference (autograd over torch ops) instead of ``algos/fused.py``."""
+    from ..algos import fused  # noqa: PLC0415
+
+    old, fused.FUSED_ENABLED = fused.FUSED_ENABLED, fused_path
+    try:
+        row = _bench_update(algo, config, device, seconds, graph, peak_gflops)
+    finally:
+        fused.FUSED_ENABLED = old
+    on_cpu = not device.startswith("cuda")
+    row["path"] = ("fused" if fused_path else "autograd") if on_cpu else ("cuda graph" if row["graph"] else "eager")
+    return row
+
+
+def _bench_update(algo: str, config: EATConfig, device: str, seconds: float, graph: bool | None,
+                  peak_gflops: float | None) -> dict:
     import torch  # noqa: PLC0415
 
     from ..algos.sac import SACAgent, args_for, make_updater  # noqa: PLC0415
