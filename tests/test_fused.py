@@ -59,16 +59,17 @@ def test_exp_and_mish_kernels_match_float64():
     np.testing.assert_allclose(y2, y, rtol=1e-6, atol=1e-12)  # the same function (FMA contraction may differ)
 
 
-def test_encoder_matches_reference_with_two_blocks():
+@pytest.mark.parametrize("batch", [1, 37])
+def test_encoder_matches_reference_with_two_blocks(batch):
     torch.manual_seed(0)
     rows = 9
     enc = AttentionEncoder(rows, d_model=16, heads=4, layers=2)
     with torch.no_grad():
         for p in enc.parameters():
             p.add_(0.2 * torch.randn_like(p))
-    obs = torch.randn(37, rows, 7)
-    obs[:, :, 0] = (torch.rand(37, rows) < 0.4).float()
-    g = torch.randn(37, enc.out_dim)
+    obs = torch.randn(batch, rows, 7)
+    obs[:, :, 0] = (torch.rand(batch, rows) < 0.4).float()
+    g = torch.randn(batch, enc.out_dim)
 
     def run():
         enc.zero_grad()

@@ -330,8 +330,9 @@ def critic_forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[to
     return q, ((acts, derivs) if save else None)
 
 
-def critic_backward(weights, saved, dq: torch.Tensor, weight_grads: bool):
-    """d loss / d input (B, in) and, if ``weight_grads``, the weight and bias gradients."""
+def critic_backward(weights, saved, dq: torch.Tensor, weight_grads: bool, input_grad: bool = True):
+    """d loss / d input (B, in; None without ``input_grad``) and, if ``weight_grads``, the weight and bias
+    gradients."""
     acts, derivs = saved
     dh = dq.unsqueeze(-1).contiguous()  # (2, B, 1)
     gw: list[torch.Tensor] = [None] * len(weights)  # type: ignore[list-item]
@@ -342,6 +343,8 @@ def critic_backward(weights, saved, dq: torch.Tensor, weight_grads: bool):
         if weight_grads:
             gw[i] = torch.bmm(acts[i].transpose(1, 2), dh)
             gb[i] = dh.sum(1, keepdim=True)
+        if i == 0 and not input_grad:
+            return None, gw, gb
         dh = torch.bmm(dh, weights[i].detach().transpose(1, 2))
     return dh.sum(0), gw, gb
 
@@ -357,7 +360,7 @@ class _CriticFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dq):
-        dx, gw, gb = critic_backward(ctx.weights, ctx.saved_state, dq, ctx.weight_grads)
+        dx, gw, gb = critic_backward(ctx.weights, ctx.saved_state, dq, ctx.weight_grads, ctx.needs_input_grad[1])
         ctx.saved_state = None
         return (None, dx, *gw, *gb)
 
