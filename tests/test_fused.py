@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 
 from eatsched.algos import cpu_kernels as K  # noqa: E402
 from eatsched.algos import fused  # noqa: E402
-from eatsched.algos.nets import AttentionEncoder, DiffusionActor, TwinCritic  # noqa: E402
+from eatsched.algos.nets import AttentionEncoder, DiffusionActor, GaussianActor, TwinCritic  # noqa: E402
 from eatsched.algos.sac import ReplayBuffer, SACAgent, args_for  # noqa: E402
 
 
@@ -120,6 +120,33 @@ def test_diffusion_chain_matches_reference(start):
         _close(got[3][name], ref[3][name])
 
 
+@pytest.mark.parametrize("state_grad", [True, False])
+def test_gaussian_actor_matches_reference(state_grad):
+    torch.manual_seed(4)
+    actor = GaussianActor(state_dim=18, action_dim=5, hidden=24, layers=3, log_std_min=-5.0, log_std_max=1.0)
+    state = torch.randn(29, 18) * 2
+    gm, gs = torch.randn(29, 5), torch.randn(29, 5)
+
+    def run():
+        actor.zero_grad()
+        s = state.clone().requires_grad_(state_grad)
+        mean, log_std = actor(s)
+        ((mean * gm).sum() + (log_std * gs).sum()).backward()
+        with torch.no_grad():
+            plain = actor(state)[0]
+        return mean.detach(), plain, s.grad, {n: p.grad.clone() for n, p in actor.named_parameters()}
+
+    ref, got = _both(run)
+    _close(got[0], ref[0], 1e-5)
+    _close(got[1], ref[0], 1e-5)
+    if state_grad:
+        _close(got[2], ref[2])
+    else:
+        assert got[2] is None and ref[2] is None
+    for name in ref[3]:
+        _close(got[3][name], ref[3][name])
+
+
 @pytest.mark.parametrize("weight_grads", [True, False])
 def test_twin_critic_matches_reference(weight_grads):
     torch.manual_seed(2)
@@ -145,7 +172,7 @@ def test_twin_critic_matches_reference(weight_grads):
             _close(a, b)
 
 
-@pytest.mark.parametrize("algo", ["eat", "lad-ts", "eat-da"])
+@pytest.mark.parametrize("algo", ["eat", "lad-ts", "eat-da", "eat-d"])
 def test_update_follows_the_reference_update(algo):
     """Three updates from the same state and the same batch give the same losses on both paths (the random
     draws come from the agent's generator in the same order)."""

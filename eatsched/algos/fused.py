@@ -371,3 +371,60 @@ def twin_critic(weights: list[torch.Tensor], biases: list[torch.Tensor], x: torc
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
         return _CriticFn.apply(len(weights), x, *params)
     return critic_forward(x, weights, biases, save=False)[0]
+
+
+# --- Mish MLP (the Gaussian actor's trunk) --------------------------------------------------------------------
+def mish_mlp_forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[torch.Tensor], save: bool):
+    """mish(... mish(x W_1^T + b_1) ...) with Mish after every layer; with ``save``, what the backward needs."""
+    h = x.detach().contiguous()
+    acts, derivs = [h], []
+    for w, b in zip(weights, biases, strict=True):
+        h = torch.addmm(b.detach(), h, w.detach().t())
+        if save:
+            d = torch.empty_like(h)
+            K.mish_grad_(_n(h).reshape(-1), _n(d).reshape(-1))
+            acts.append(h)
+            derivs.append(d)
+        else:
+            K.mish_(_n(h).reshape(-1))
+    return h, ((acts, derivs) if save else None)
+
+
+def mish_mlp_backward(weights, saved, g: torch.Tensor, input_grad: bool):
+    acts, derivs = saved
+    dh = g.contiguous().clone()
+    gw: list[torch.Tensor] = [None] * len(weights)  # type: ignore[list-item]
+    gb: list[torch.Tensor] = [None] * len(weights)  # type: ignore[list-item]
+    for i in reversed(range(len(weights))):
+        part = _partials(dh.shape[1])
+        K.mul_colsum_(_n(dh), _n(derivs[i]), _n(part))
+        gb[i] = part.sum(0)
+        gw[i] = torch.mm(dh.t(), acts[i])
+        if i == 0 and not input_grad:
+            return None, gw, gb
+        dh = torch.mm(dh, weights[i].detach())
+    return dh, gw, gb
+
+
+class _MishMLPFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, n_layers, x, *params):
+        weights, biases = list(params[:n_layers]), list(params[n_layers:])
+        h, saved = mish_mlp_forward(x, weights, biases, save=True)
+        ctx.weights, ctx.saved_state = weights, saved
+        return h
+
+    @staticmethod
+    def backward(ctx, g):
+        dx, gw, gb = mish_mlp_backward(ctx.weights, ctx.saved_state, g, ctx.needs_input_grad[1])
+        ctx.saved_state = None
+        return (None, dx, *gw, *gb)
+
+
+def mish_mlp(layers: list[torch.nn.Linear], x: torch.Tensor) -> torch.Tensor:
+    """``layers`` (Linear) each followed by Mish, on the fused path."""
+    weights, biases = [lin.weight for lin in layers], [lin.bias for lin in layers]
+    params = [*weights, *biases]
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+        return _MishMLPFn.apply(len(weights), x, *params)
+    return mish_mlp_forward(x, weights, biases, save=False)[0]
