@@ -55,3 +55,5 @@ def test_bench_train_json():
     # on the CPU the fused path is measured beside the autograd reference, with the ratio
     assert sorted(r["path"] for r in d["results"]) == ["autograd", "autograd", "fused", "fused"]
     assert all(r["x_plain"] > 0 for r in d["results"])
+    # the update's matmuls replayed alone take less time than the whole update, at a positive rate
+    assert all(0 < r["matmul_only_ms"] < r["update_ms"] and r["matmul_only_gflops"] > 0 for r in d["results"])

@@ -69,6 +69,41 @@ def update_flops(agent, buffer) -> int:
     return int(fc.get_total_flops())
 
 
+_MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+
+
+def matmul_floor(agent, buffer, reps: int = 30) -> dict:
+    """Time of one update's matmuls alone: the profiler records every matmul of an update (op and shapes), then
+    each is replayed by itself on random operands, best of ``reps``. Their sum against the whole update shows
+    whether the update is FLOP-bound (CPU only: GPU kernels are asynchronous to this timing)."""
+    from collections import Counter  # noqa: PLC0415
+
+    import torch  # noqa: PLC0415
+    from torch.profiler import ProfilerActivity, profile  # noqa: PLC0415
+
+    batch = buffer.sample(agent.args.batch_size, agent.generator)
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        agent.update(batch)
+    calls = Counter((e.name, tuple(tuple(s) for s in e.input_shapes)) for e in prof.events() if e.name in _MATMULS)
+    g = torch.Generator().manual_seed(0)
+    total_s = total_flops = 0.0
+    for (name, shapes), n in calls.items():
+        ops = [torch.randn(s, generator=g) if s else 1.0 for s in shapes[:3]]
+        fn = {"aten::mm": torch.mm, "aten::addmm": torch.addmm, "aten::bmm": torch.bmm,
+              "aten::baddbmm": torch.baddbmm}[name]
+        a, b = (ops[0], ops[1]) if name in ("aten::mm", "aten::bmm") else (ops[1], ops[2])
+        flops = 2.0 * a.numel() * b.shape[-1]
+        args = ops[:2] if name in ("aten::mm", "aten::bmm") else ops[:3]
+        best = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn(*args)
+            best = min(best, time.perf_counter() - t0)
+        total_s += n * best
+        total_flops += n * flops
+    return {"matmul_only_ms": total_s * 1e3, "matmul_only_gflops": total_flops / total_s / 1e9}
+
+
 def bench_update(algo: str, config: EATConfig, device: str = "cpu", seconds: float = 5.0, graph: bool | None = None,
                  peak_gflops: float | None = None, fused_path: bool = True) -> dict:
     """Gradient updates/s of ``algo`` at batch 512 (replay sampling included), with its FLOPs and the fraction of
@@ -130,6 +165,9 @@ def _bench_update(algo: str, config: EATConfig, device: str, seconds: float, gra
            "batch": agent.args.batch_size, "threads": torch.get_num_threads(), "updates_per_s": ups,
            "gflop_per_update": flops / 1e9, "achieved_gflops": ups * flops / 1e9,
            "env_steps_per_s_training": env_sps, "utd": utd, "num_envs": E}
+    if not device.startswith("cuda"):
+        row.update(matmul_floor(agent, buf))
+        row["update_ms"] = 1e3 / ups
     if peak_gflops:
         row["matmul_gflops"] = peak_gflops
         row["fraction_of_matmul"] = row["achieved_gflops"] / peak_gflops
