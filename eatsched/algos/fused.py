@@ -223,7 +223,7 @@ def chain_forward(m, cond: torch.Tensor, temb: torch.Tensor, x: torch.Tensor, no
     body = [(params[i].detach(), params[i + 1].detach()) for i in range(1, len(params), 2)]
     hidden = cond.shape[1]
     x = x.detach().contiguous()
-    cond, temb, noise = cond.detach(), temb.detach().contiguous(), noise.detach()
+    cond, temb, noise = cond.detach().contiguous(), temb.detach().contiguous(), noise.detach().contiguous()
     no_rows = torch.empty((0, 1))
     if save:
         xs = _empty(steps, *x.shape)  # the chain's input at each step, in the order the steps run
