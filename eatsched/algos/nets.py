@@ -136,8 +136,9 @@ class GaussianActor(nn.Module):
 
     def forward(self, state: torch.Tensor, noise: torch.Tensor | None = None, start: torch.Tensor | None = None,
                 generator: torch.Generator | None = None):
-        if fused.usable(state):  # the trunk is Linear, Mish, ..., Linear, then self.act (Mish)
-            h = fused.mish_mlp([m for m in self.trunk if isinstance(m, nn.Linear)], state)
+        linears = [m for m in self.trunk if isinstance(m, nn.Linear)]
+        if fused.usable(state) and linears:  # the trunk is Linear, Mish, ..., Linear, then self.act (Mish)
+            h = fused.mish_mlp(linears, state)
         else:
             h = self.act(self.trunk(state))
         return self.mean(h), _bound(self.log_std(h), self.log_std_min, self.log_std_max)
