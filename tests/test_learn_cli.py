@@ -19,6 +19,7 @@ def test_train_then_simulate_the_checkpoint(tmp_path):
                             "--envs", "4", "--out", str(out)])
     assert r.exit_code == 0, r.output
     assert (out / "policy.pt").exists() and (out / "train_log.csv").exists() and (out / "eval_log.csv").exists()
+    assert json.loads((out / "config.json").read_text())["update_path"] == "fused cpu"
     r = runner.invoke(app, ["simulate", "--policy", "eat-da", "--checkpoint", str(out / "policy.pt"), "--nodes", "4",
                             "--rate", "0.05", "--episodes", "2", "--json"])
     assert r.exit_code == 0, r.output

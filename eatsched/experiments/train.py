@@ -63,6 +63,7 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
               resume: bool = False, on_log: Callable[[dict], None] | None = None, **overrides) -> Path:
     import torch  # noqa: PLC0415
 
+    from ..algos import fused  # noqa: PLC0415
     from ..algos.learned import SACPolicy, save_policy_checkpoint  # noqa: PLC0415
     from ..algos.sac import ReplayBuffer, SACAgent, args_for, make_updater  # noqa: PLC0415
     from ..sim.vector import BatchedEATEnv  # noqa: PLC0415
@@ -92,7 +93,10 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
                              f"queue_len={saved_cfg.queue_len}; the requested config differs")
         agent.load_full_state(st["agent"])
         start_step, episodes_done, wall0 = st["step"], st["episodes"], st["wall_s"]
+    # how updates run: the fused CPU kernels, a captured CUDA graph, or plain autograd (same function)
+    update_path = ("cuda graph" if dev.type == "cuda" else "fused cpu" if fused.FUSED_ENABLED else "autograd")
     (out / "config.json").write_text(json.dumps({"algo": algo, "seed": seed, "device": device,
+                                                 "update_path": update_path,
                                                  "config": config.to_dict(), "args": args.to_dict()},
                                                 indent=1, default=str))
 
