@@ -1,14 +1,15 @@
-"""Fused float32 CPU kernels (numba) for the SAC family's networks: Mish, layer norm, the attention core and the
-encoder's embedding, each forward with the values its backward needs, and each backward.
+"""Fused float32 CPU kernels (numba) for the SAC family's networks: Mish, layer norm, the attention's softmax,
+the encoder's embedding and the diffusion chain's step, each forward with the values its backward needs, and
+each backward.
 
-Why: at batch 512 an eager update is mostly elementwise work (about 70% of its time on 2 cores), one pass over
-memory per torch op. Each kernel here makes one parallel pass, reads the matmul outputs in place and writes what
-the backward needs, so the matmuls (done by torch) are most of what is left. ``fused.py`` builds the networks'
-forward and backward from these kernels; ``tests/test_fused.py`` checks them against the torch reference.
+Why: at batch 512 an eager update is mostly elementwise work and small ops, one pass over memory per torch op.
+Each kernel here makes one parallel pass, in place on the matmul outputs, and writes what the backward needs.
+``fused.py`` builds the networks' forward and backward from these kernels and torch's matmuls;
+``tests/test_fused.py`` checks them against the torch reference. (The matmuls are still only ~40% of a fused
+update's time: see the README's speed section.)
 
 The exponential is written out (Cody-Waite reduction and the Cephes polynomial, the exponent set with a bit cast):
-numba has no vector exp without Intel's SVML, and this one vectorizes. Its relative error is about 1e-7.
-"""
+numba has no vector exp without Intel's SVML, and this one vectorizes. Its relative error is about 1e-7."""
 
 from __future__ import annotations
 
@@ -93,17 +94,6 @@ def mul_colsum_(g, d, partial):
                 v = g[i, j] * d[i, j]
                 g[i, j] = v
                 acc[j] += v
-
-
-@par
-def colsum(g, partial):
-    rows, cols = g.shape
-    for c in nb.prange(CHUNKS):
-        acc = partial[c]
-        acc[:] = 0.0
-        for i in range(c * rows // CHUNKS, (c + 1) * rows // CHUNKS):
-            for j in range(cols):
-                acc[j] += g[i, j]
 
 
 # --- layer norm -----------------------------------------------------------------------------------------------
@@ -204,83 +194,6 @@ def embed_bwd(dx, tok, slot_partial, kind_partial, w_partial):
                     t = tok[b, r, f]
                     for j in range(d):
                         wp[f, j] += t * dx[b, r, j]
-
-
-# --- attention core -------------------------------------------------------------------------------------------
-@par
-def attention(qkv, heads, scale, out, probs):
-    """Softmax attention of each sample's tokens, per head. qkv (B, R, 3d) laid out [q | k | v], each head-major
-    (torch's ``reshape(B, R, 3, heads, d / heads)``); out (B, R, d) head-major; probs (B, heads, R, R) receives the
-    attention weights (the backward needs them)."""
-    bsz, rows, d3 = qkv.shape
-    d = d3 // 3
-    dh = d // heads
-    for bh in nb.prange(bsz * heads):
-        b = bh // heads
-        h = bh % heads
-        qo, ko, vo = h * dh, d + h * dh, 2 * d + h * dh
-        p = probs[b, h]
-        for i in range(rows):
-            m = F(-3.0e38)
-            for j in range(rows):
-                s = F(0.0)
-                for c in range(dh):
-                    s += qkv[b, i, qo + c] * qkv[b, j, ko + c]
-                s *= scale
-                p[i, j] = s
-                m = max(m, s)
-            z = F(0.0)
-            for j in range(rows):
-                e = fexp(p[i, j] - m)
-                p[i, j] = e
-                z += e
-            inv = F(1.0) / z
-            for j in range(rows):
-                p[i, j] *= inv
-            for c in range(dh):
-                acc = F(0.0)
-                for j in range(rows):
-                    acc += p[i, j] * qkv[b, j, vo + c]
-                out[b, i, h * dh + c] = acc
-
-
-@par
-def attention_bwd(dout, qkv, probs, heads, scale, dqkv, ds_scratch):
-    """Gradient of ``attention`` with respect to qkv (written to dqkv, same layout), from the saved weights."""
-    bsz, rows, d3 = qkv.shape
-    d = d3 // 3
-    dh = d // heads
-    for bh in nb.prange(bsz * heads):
-        b = bh // heads
-        h = bh % heads
-        qo, ko, vo, oo = h * dh, d + h * dh, 2 * d + h * dh, h * dh
-        p = probs[b, h]
-        ds = ds_scratch[b, h]
-        for i in range(rows):
-            dot = F(0.0)
-            for j in range(rows):
-                dp = F(0.0)
-                for c in range(dh):
-                    dp += dout[b, i, oo + c] * qkv[b, j, vo + c]
-                ds[i, j] = dp
-                dot += dp * p[i, j]
-            for j in range(rows):
-                ds[i, j] = p[i, j] * (ds[i, j] - dot) * scale
-        for j in range(rows):
-            for c in range(dh):
-                dv = F(0.0)
-                dk = F(0.0)
-                for i in range(rows):
-                    dv += p[i, j] * dout[b, i, oo + c]
-                    dk += ds[i, j] * qkv[b, i, qo + c]
-                dqkv[b, j, vo + c] = dv
-                dqkv[b, j, ko + c] = dk
-        for i in range(rows):
-            for c in range(dh):
-                dq = F(0.0)
-                for j in range(rows):
-                    dq += ds[i, j] * qkv[b, j, ko + c]
-                dqkv[b, i, qo + c] = dq
 
 
 @par

@@ -41,6 +41,16 @@ def _partials(cols) -> torch.Tensor:
     return torch.empty((K.CHUNKS, *cols) if isinstance(cols, tuple) else (K.CHUNKS, cols))
 
 
+def _mish_(h: torch.Tensor, save: bool) -> torch.Tensor | None:
+    """h <- mish(h) in place; with ``save``, returns mish' at the old h (what the backward multiplies by)."""
+    if not save:
+        K.mish_(_n(h).reshape(-1))
+        return None
+    d = torch.empty_like(h)
+    K.mish_grad_(_n(h).reshape(-1), _n(d).reshape(-1))
+    return d
+
+
 # --- attention encoder ----------------------------------------------------------------------------------------
 _BLOCK_PARAMS = ("norm1.weight", "norm1.bias", "qkv.weight", "qkv.bias", "proj.weight", "proj.bias", "norm2.weight",
                  "norm2.bias", "ff1.weight", "ff1.bias", "ff2.weight", "ff2.bias")
@@ -85,11 +95,7 @@ def encoder_forward(m, obs: torch.Tensor, params: list[torch.Tensor], save: bool
         x1 = torch.addmm(bp, att, wp.t()).add_(x)
         h2, ln2 = _layer_norm(x1, g2, b2, blk.norm2.eps, save)
         f = torch.addmm(bf1, h2, w1.t())
-        dmish = torch.empty_like(f) if save else None
-        if save:
-            K.mish_grad_(_n(f).reshape(-1), _n(dmish).reshape(-1))
-        else:
-            K.mish_(_n(f).reshape(-1))
+        dmish = _mish_(f, save)
         x2 = torch.addmm(bf2, f, w2.t()).add_(x1)
         if save:
             saved.append((h1, ln1, attn_saved, att, h2, ln2, f, dmish))
@@ -319,13 +325,10 @@ def critic_forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[to
     acts, derivs = [h], []
     for w, b in zip(weights[:-1], biases[:-1], strict=True):
         h = torch.baddbmm(b.detach(), h, w.detach())
+        d = _mish_(h, save)
         if save:
-            d = torch.empty_like(h)
-            K.mish_grad_(_n(h).reshape(-1), _n(d).reshape(-1))
             acts.append(h)
             derivs.append(d)
-        else:
-            K.mish_(_n(h).reshape(-1))
     q = torch.baddbmm(biases[-1].detach(), h, weights[-1].detach()).squeeze(-1)
     return q, ((acts, derivs) if save else None)
 
@@ -380,13 +383,10 @@ def mish_mlp_forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[
     acts, derivs = [h], []
     for w, b in zip(weights, biases, strict=True):
         h = torch.addmm(b.detach(), h, w.detach().t())
+        d = _mish_(h, save)
         if save:
-            d = torch.empty_like(h)
-            K.mish_grad_(_n(h).reshape(-1), _n(d).reshape(-1))
             acts.append(h)
             derivs.append(d)
-        else:
-            K.mish_(_n(h).reshape(-1))
     return h, ((acts, derivs) if save else None)
 
 
