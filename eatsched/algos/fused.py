@@ -333,7 +333,7 @@ def critic_forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[to
     return q, ((acts, derivs) if save else None)
 
 
-def critic_backward(weights, saved, dq: torch.Tensor, weight_grads: bool, input_grad: bool = True):
+def critic_backward(weights, saved, dq: torch.Tensor, weight_grads: bool, input_grad: bool):
     """d loss / d input (B, in; None without ``input_grad``) and, if ``weight_grads``, the weight and bias
     gradients."""
     acts, derivs = saved
@@ -352,27 +352,30 @@ def critic_backward(weights, saved, dq: torch.Tensor, weight_grads: bool, input_
     return dh.sum(0), gw, gb
 
 
-class _CriticFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, n_layers, x, *params):
-        weights, biases = list(params[:n_layers]), list(params[n_layers:])
-        q, saved = critic_forward(x, weights, biases, save=True)
-        ctx.weights, ctx.saved_state = weights, saved
-        ctx.weight_grads = any(p.requires_grad for p in params)
-        return q
+class _LayersFn(torch.autograd.Function):
+    """A stack of layers (the twin critic, the Mish MLP) given its fused ``forward(x, weights, biases, save)`` and
+    ``backward(weights, saved, grad, weight_grads, input_grad)``."""
 
     @staticmethod
-    def backward(ctx, dq):
-        dx, gw, gb = critic_backward(ctx.weights, ctx.saved_state, dq, ctx.weight_grads, ctx.needs_input_grad[1])
+    def forward(ctx, fwd, bwd, n_layers, x, *params):
+        weights, biases = list(params[:n_layers]), list(params[n_layers:])
+        out, saved = fwd(x, weights, biases, save=True)
+        ctx.bwd, ctx.weights, ctx.saved_state = bwd, weights, saved
+        ctx.weight_grads = any(p.requires_grad for p in params)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        dx, gw, gb = ctx.bwd(ctx.weights, ctx.saved_state, grad, ctx.weight_grads, ctx.needs_input_grad[3])
         ctx.saved_state = None
-        return (None, dx, *gw, *gb)
+        return (None, None, None, dx, *gw, *gb)
 
 
 def twin_critic(weights: list[torch.Tensor], biases: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """``nets.TwinCritic.forward`` on the fused path, x = [state features, action]."""
     params = [*weights, *biases]
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
-        return _CriticFn.apply(len(weights), x, *params)
+        return _LayersFn.apply(critic_forward, critic_backward, len(weights), x, *params)
     return critic_forward(x, weights, biases, save=False)[0]
 
 
@@ -390,7 +393,8 @@ def mish_mlp_forward(x: torch.Tensor, weights: list[torch.Tensor], biases: list[
     return h, ((acts, derivs) if save else None)
 
 
-def mish_mlp_backward(weights, saved, g: torch.Tensor, input_grad: bool):
+def mish_mlp_backward(weights, saved, g: torch.Tensor, weight_grads: bool, input_grad: bool):
+    """d loss / d input (None without ``input_grad``) and, if ``weight_grads``, the weight and bias gradients."""
     acts, derivs = saved
     dh = g.contiguous().clone()
     gw: list[torch.Tensor] = [None] * len(weights)  # type: ignore[list-item]
@@ -398,27 +402,13 @@ def mish_mlp_backward(weights, saved, g: torch.Tensor, input_grad: bool):
     for i in reversed(range(len(weights))):
         part = _partials(dh.shape[1])
         K.mul_colsum_(_n(dh), _n(derivs[i]), _n(part))
-        gb[i] = part.sum(0)
-        gw[i] = torch.mm(dh.t(), acts[i])
+        if weight_grads:
+            gb[i] = part.sum(0)
+            gw[i] = torch.mm(dh.t(), acts[i])
         if i == 0 and not input_grad:
             return None, gw, gb
         dh = torch.mm(dh, weights[i].detach())
     return dh, gw, gb
-
-
-class _MishMLPFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, n_layers, x, *params):
-        weights, biases = list(params[:n_layers]), list(params[n_layers:])
-        h, saved = mish_mlp_forward(x, weights, biases, save=True)
-        ctx.weights, ctx.saved_state = weights, saved
-        return h
-
-    @staticmethod
-    def backward(ctx, g):
-        dx, gw, gb = mish_mlp_backward(ctx.weights, ctx.saved_state, g, ctx.needs_input_grad[1])
-        ctx.saved_state = None
-        return (None, dx, *gw, *gb)
 
 
 def mish_mlp(layers: list[torch.nn.Linear], x: torch.Tensor) -> torch.Tensor:
@@ -426,5 +416,5 @@ def mish_mlp(layers: list[torch.nn.Linear], x: torch.Tensor) -> torch.Tensor:
     weights, biases = [lin.weight for lin in layers], [lin.bias for lin in layers]
     params = [*weights, *biases]
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
-        return _MishMLPFn.apply(len(weights), x, *params)
+        return _LayersFn.apply(mish_mlp_forward, mish_mlp_backward, len(weights), x, *params)
     return mish_mlp_forward(x, weights, biases, save=False)[0]
