@@ -502,6 +502,9 @@ def train(
     device: str = typer.Option("cpu", help="cpu | cuda"),
     utd: float | None = typer.Option(None, help="SAC: gradient updates per env step"),
     envs: int | None = typer.Option(None, help="SAC: environments collected per policy forward"),
+    gpu_compile: bool = typer.Option(True, "--compile/--no-compile",
+                                     help="SAC on CUDA: torch.compile the update before capturing it (~35 s once)"),
+    tf32: bool = typer.Option(True, "--tf32/--no-tf32", help="SAC on CUDA: TF32 matmuls in the captured update"),
     profile: str = typer.Option("reference", help="time profile"),
     resume: bool = typer.Option(False, help="continue the run in --out from its train_state.pt"),
     out_dir: Path = typer.Option(..., "--out", help="output folder (policy.pt, logs, tb/)"),
@@ -515,6 +518,8 @@ def train(
         _fail("the budget must be positive")
     cfg = _config(nodes=nodes, rate=rate, profile=profile)
     extra = {k: v for k, v in {"utd": utd, "num_envs": envs}.items() if v is not None}
+    if not (gpu_compile and tf32):  # SAC-only settings: passed only when they differ from the defaults
+        extra.update(gpu_compile=gpu_compile, gpu_tf32=tf32)
     try:
         path = run(algo, cfg, out_dir, steps=steps, minutes=minutes, seed=seed, device=device,
                    progress=sys.stderr.isatty() or os.environ.get("EAT_PROGRESS") == "1", resume=resume, **extra)
@@ -546,7 +551,9 @@ def bench_train(
     peak = matmul_rate(device, seconds=min(2.0, seconds))
     rows = [bench_update(a, cfg, device, seconds, peak_gflops=peak) for a in ("eat", "eat-da")]
     if device.startswith("cuda"):
-        rows += [bench_update(a, cfg, device, seconds, graph=False, peak_gflops=peak) for a in ("eat",)]
+        # the same update captured without torch.compile / TF32, and eager (one launch per kernel), same run
+        rows += [bench_update("eat", cfg, device, seconds, peak_gflops=peak, gpu_fast=False),
+                 bench_update("eat", cfg, device, seconds, graph=False, peak_gflops=peak)]
     else:  # the autograd reference beside the fused path, measured in the same run
         rows += [bench_update(a, cfg, device, seconds, peak_gflops=peak, fused_path=False) for a in ("eat", "eat-da")]
     base = {r["algo"]: r["updates_per_s"] for r in rows if r["path"] in ("autograd", "eager")}

@@ -105,24 +105,25 @@ def matmul_floor(agent, buffer, reps: int = 30) -> dict:
 
 
 def bench_update(algo: str, config: EATConfig, device: str = "cpu", seconds: float = 5.0, graph: bool | None = None,
-                 peak_gflops: float | None = None, fused_path: bool = True) -> dict:
+                 peak_gflops: float | None = None, fused_path: bool = True, gpu_fast: bool = True) -> dict:
     """Gradient updates/s of ``algo`` at batch 512 (replay sampling included), with its FLOPs and the fraction of
     the matmul ceiling, then env-steps/s of the training loop (act + step + store + ``utd`` updates).
-    ``fused_path=False`` measures the CPU reference (autograd over torch ops) instead of ``algos/fused.py``."""
+    ``fused_path=False`` measures the CPU reference (autograd over torch ops) instead of ``algos/fused.py``;
+    ``gpu_fast=False`` captures the plain update on CUDA (no torch.compile, no TF32)."""
     from ..algos import fused  # noqa: PLC0415
 
     old, fused.FUSED_ENABLED = fused.FUSED_ENABLED, fused_path
     try:
-        row = _bench_update(algo, config, device, seconds, graph, peak_gflops)
+        row = _bench_update(algo, config, device, seconds, graph, peak_gflops, gpu_fast)
     finally:
         fused.FUSED_ENABLED = old
-    on_cpu = not device.startswith("cuda")
-    row["path"] = ("fused" if fused_path else "autograd") if on_cpu else ("cuda graph" if row["graph"] else "eager")
+    if not device.startswith("cuda"):
+        row["path"] = "fused" if fused_path else "autograd"
     return row
 
 
 def _bench_update(algo: str, config: EATConfig, device: str, seconds: float, graph: bool | None,
-                  peak_gflops: float | None) -> dict:
+                  peak_gflops: float | None, gpu_fast: bool = True) -> dict:
     import torch  # noqa: PLC0415
 
     from ..algos.sac import SACAgent, args_for, make_updater  # noqa: PLC0415
@@ -130,7 +131,7 @@ def _bench_update(algo: str, config: EATConfig, device: str, seconds: float, gra
     agent = SACAgent(args_for(algo), config.queue_len, config.nodes, device=device, seed=0)
     buf, envs, obs = _filled_buffer(agent, config, device)
     flops = update_flops(agent, buf)
-    updater = make_updater(agent, buf, graph)
+    updater = make_updater(agent, buf, graph, compile=None if gpu_fast else False, tf32=None if gpu_fast else False)
     for _ in range(3):
         updater()
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
@@ -164,7 +165,8 @@ def _bench_update(algo: str, config: EATConfig, device: str, seconds: float, gra
     row = {"algo": algo, "device": device, "graph": bool(device.startswith("cuda") if graph is None else graph),
            "batch": agent.args.batch_size, "threads": torch.get_num_threads(), "updates_per_s": ups,
            "gflop_per_update": flops / 1e9, "achieved_gflops": ups * flops / 1e9,
-           "env_steps_per_s_training": env_sps, "utd": utd, "num_envs": E}
+           "env_steps_per_s_training": env_sps, "utd": utd, "num_envs": E,
+           "path": getattr(updater, "path", "eager")}
     if not device.startswith("cuda"):
         row.update(matmul_floor(agent, buf))
         row["update_ms"] = 1e3 / ups

@@ -94,7 +94,8 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
         agent.load_full_state(st["agent"])
         start_step, episodes_done, wall0 = st["step"], st["episodes"], st["wall_s"]
     # how updates run: the fused CPU kernels, a captured CUDA graph, or plain autograd (same function)
-    update_path = ("cuda graph" if dev.type == "cuda" else "fused cpu" if fused.FUSED_ENABLED else "autograd")
+    update_path = ("cuda graph" + " + compile" * args.gpu_compile + " + tf32" * args.gpu_tf32 if dev.type == "cuda"
+                   else "fused cpu" if fused.FUSED_ENABLED else "autograd")
     (out / "config.json").write_text(json.dumps({"algo": algo, "seed": seed, "device": device,
                                                  "update_path": update_path,
                                                  "config": config.to_dict(), "args": args.to_dict()},
