@@ -502,6 +502,8 @@ def train(
     device: str = typer.Option("cpu", help="cpu | cuda"),
     utd: float | None = typer.Option(None, help="SAC: gradient updates per env step"),
     envs: int | None = typer.Option(None, help="SAC: environments collected per policy forward"),
+    warmup_policy: str | None = typer.Option(None, help="SAC: who acts before learning starts: random (default) | "
+                                                        "adaptive | fifo (heuristic + noise seeds the replay)"),
     gpu_compile: bool = typer.Option(True, "--compile/--no-compile",
                                      help="SAC on CUDA: torch.compile the update before capturing it (~35 s once)"),
     tf32: bool = typer.Option(True, "--tf32/--no-tf32", help="SAC on CUDA: TF32 matmuls in the captured update"),
@@ -517,7 +519,7 @@ def train(
     if (steps is not None and steps < 1) or (minutes is not None and minutes <= 0):
         _fail("the budget must be positive")
     cfg = _config(nodes=nodes, rate=rate, profile=profile)
-    extra = {k: v for k, v in {"utd": utd, "num_envs": envs}.items() if v is not None}
+    extra = {k: v for k, v in {"utd": utd, "num_envs": envs, "warmup_policy": warmup_policy}.items() if v is not None}
     if not (gpu_compile and tf32):  # SAC-only settings: passed only when they differ from the defaults
         extra.update(gpu_compile=gpu_compile, gpu_tf32=tf32)
     try:

@@ -217,3 +217,29 @@ def test_resumed_run_keeps_best_evaluation_from_its_log(tmp_path):
     log.write_text("step,mean_reward,mean_quality,mean_response_s,efficiency\n"
                    "5000,301.5,0.2,30,0.007\n10000,312.25,0.2,29,0.008\n15000,305,0.2,29,0.0075\n")
     assert _best_logged_reward(log) == 312.25
+
+
+def test_warmup_actions_come_from_the_named_heuristic():
+    from eatsched.algos.heuristics import AdaptivePolicy
+    from eatsched.experiments.train import _warmup_actor
+    from eatsched.sim.vector import BatchedEATEnv
+
+    cfg = EATConfig(nodes=4, queue_len=6, rate=0.3)
+    envs = BatchedEATEnv(4, cfg)
+    obs, _ = envs.reset(seed=5)
+    rng = np.random.default_rng(0)
+    exact = _warmup_actor(args_for("eat", warmup_policy="adaptive", warmup_noise=0.0), cfg, envs, rng)
+    ref = AdaptivePolicy(cfg)
+    launched = 0
+    for _ in range(30):
+        acts = exact(obs)
+        masks = envs.action_masks
+        for i in range(4):
+            np.testing.assert_array_equal(acts[i], ref.act(obs[i], {"action_mask": masks[i]}))
+        launched += int((acts[:, 0] > 0).sum())
+        obs, *_ = envs.step(acts)
+    assert launched > 0
+    noisy = _warmup_actor(args_for("eat", warmup_policy="adaptive"), cfg, envs, rng)(obs)
+    assert noisy.min() >= -1.0 and noisy.max() <= 1.0 and len(np.unique(noisy)) > 10
+    with pytest.raises(ValueError, match="warmup_policy"):
+        _warmup_actor(args_for("eat", warmup_policy="greedy"), cfg, envs, rng)

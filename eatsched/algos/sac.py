@@ -95,7 +95,12 @@ class SACArgs:
     num_envs: int = 16
     """environments collected per policy forward"""
     learning_starts: int = 5_000
-    """env steps of uniformly random actions before learning starts"""
+    """env steps of warm-up actions (``warmup_policy``) before learning starts"""
+    warmup_policy: str = "random"
+    """who acts during the warm-up: ``random`` (uniform actions, as the paper) or a hand-written scheduler
+    (``adaptive``, ``fifo``) whose actions, with Gaussian noise ``warmup_noise``, seed the replay buffer"""
+    warmup_noise: float = 0.3
+    """std of the noise on a hand-written warm-up policy's actions (clipped to [-1, 1])"""
     log_every: int = 2_000
     """env steps between rows of train_log.csv"""
     eval_every: int = 5_000

@@ -8,7 +8,7 @@ replay buffer on the training device and runs ``utd`` gradient updates per env s
   evaluation seeds from ``EVAL_SEED0``, disjoint from the held-out seeds of ``eat evaluate``): off-policy
   training does not improve monotonically, and a short run often peaks before its end,
 * ``train_state.pt``: everything ``--resume`` needs (networks, critics, optimizers, counters, RNG states; the
-  replay buffer is not saved: a resumed run refills it with ``learning_starts`` steps of its current policy),
+  replay buffer is not saved: a resumed run refills it with ``learning_starts`` steps of warm-up actions),
 * ``train_log.csv`` / ``eval_log.csv`` (columns in ``TRAIN_COLUMNS`` / ``EVAL_COLUMNS``) and TensorBoard files
   in ``tb/`` (``train/...``, ``eval/...``, ``losses/...``, ``charts/SPS``).
 """
@@ -108,6 +108,7 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
     rng = np.random.default_rng([seed, start_step])
     learning_starts = start_step + args.learning_starts
     updater = None
+    warmup = _warmup_actor(args, config, envs, rng)
 
     writer = _tensorboard(out / "tb")
     if writer is not None:
@@ -171,7 +172,7 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
             if (end_step is not None and step >= end_step) or (deadline is not None and now >= deadline):
                 break
             if step < learning_starts:
-                actions = rng.uniform(-1.0, 1.0, (args.num_envs, config.action_dim)).astype(np.float32)
+                actions = warmup(obs)
             else:
                 with torch.inference_mode():
                     actions = agent.act(torch.as_tensor(obs, device=dev)).cpu().numpy()
@@ -245,6 +246,25 @@ def _best_logged_reward(path: Path) -> float:
             return max((float(r["mean_reward"]) for r in csv.DictReader(f)), default=-math.inf)
     except (OSError, ValueError, KeyError):
         return -math.inf
+
+
+def _warmup_actor(args, config: EATConfig, envs, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    """Actions of the warm-up steps: uniform (``warmup_policy="random"``), or a hand-written scheduler's
+    decision per env plus Gaussian noise, so that the first updates learn from competent transitions."""
+    if args.warmup_policy == "random":
+        return lambda obs: rng.uniform(-1.0, 1.0, (len(obs), config.action_dim)).astype(np.float32)
+    from ..algos.heuristics import HEURISTICS  # noqa: PLC0415
+
+    if args.warmup_policy not in HEURISTICS or args.warmup_policy in ("random", "greedy"):
+        raise ValueError(f"warmup_policy: random, adaptive or fifo, got {args.warmup_policy!r}")
+    pol = HEURISTICS[args.warmup_policy](config)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        masks = envs.action_masks
+        a = np.stack([pol.act(obs[i], {"action_mask": masks[i]}) for i in range(len(obs))])
+        return np.clip(a + rng.normal(0.0, args.warmup_noise, a.shape), -1.0, 1.0).astype(np.float32)
+
+    return act
 
 
 def _policy_state(agent) -> dict:
