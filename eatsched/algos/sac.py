@@ -429,11 +429,16 @@ class GraphedUpdate:
                 self.losses = update(buffer.sample(batch_size, gen))
         finally:
             torch.backends.cuda.matmul.allow_tf32 = prev_tf32
-        self.path = "cuda graph" + (" + compile" if self.compiled else "") + (" + tf32" if tf32 else "")
+        self.path = graph_path_label(self.compiled, tf32)
 
     def __call__(self) -> torch.Tensor:
         self.graph.replay()
         return self.losses
+
+
+def graph_path_label(compiled: bool, tf32: bool) -> str:
+    """How a captured update runs, as ``eat bench train`` and ``config.json`` name it."""
+    return "cuda graph" + " + compile" * compiled + " + tf32" * tf32
 
 
 def make_updater(agent: SACAgent, buffer: ReplayBuffer, graph: bool | None = None,

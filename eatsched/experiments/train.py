@@ -65,7 +65,7 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
 
     from ..algos import fused  # noqa: PLC0415
     from ..algos.learned import SACPolicy, save_policy_checkpoint  # noqa: PLC0415
-    from ..algos.sac import ReplayBuffer, SACAgent, args_for, make_updater  # noqa: PLC0415
+    from ..algos.sac import ReplayBuffer, SACAgent, args_for, graph_path_label, make_updater  # noqa: PLC0415
     from ..sim.vector import BatchedEATEnv  # noqa: PLC0415
     from .simulate import simulate  # noqa: PLC0415
 
@@ -94,7 +94,7 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
         agent.load_full_state(st["agent"])
         start_step, episodes_done, wall0 = st["step"], st["episodes"], st["wall_s"]
     # how updates run: the fused CPU kernels, a captured CUDA graph, or plain autograd (same function)
-    update_path = ("cuda graph" + " + compile" * args.gpu_compile + " + tf32" * args.gpu_tf32 if dev.type == "cuda"
+    update_path = (graph_path_label(args.gpu_compile, args.gpu_tf32) if dev.type == "cuda"
                    else "fused cpu" if fused.FUSED_ENABLED else "autograd")
     (out / "config.json").write_text(json.dumps({"algo": algo, "seed": seed, "device": device,
                                                  "update_path": update_path,
