@@ -255,7 +255,7 @@ def _warmup_actor(args, config: EATConfig, envs, rng: np.random.Generator) -> Ca
         return lambda obs: rng.uniform(-1.0, 1.0, (len(obs), config.action_dim)).astype(np.float32)
     from ..algos.heuristics import HEURISTICS  # noqa: PLC0415
 
-    if args.warmup_policy not in HEURISTICS or args.warmup_policy in ("random", "greedy"):
+    if args.warmup_policy not in ("adaptive", "fifo"):  # greedy needs the scheduler state, not an observation
         raise ValueError(f"warmup_policy: random, adaptive or fifo, got {args.warmup_policy!r}")
     pol = HEURISTICS[args.warmup_policy](config)
 
