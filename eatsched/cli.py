@@ -572,12 +572,17 @@ def bench_train(
         t.add_column(col, justify="right")
     for r in rows:
         floor = f"{r['update_ms']:.1f} / {r['matmul_only_ms']:.1f}" if "update_ms" in r else ""
+        share = f"{r['fraction_of_matmul']:.0%}"
+        if "fraction_range" in r:
+            share += " ({:.0%}-{:.0%})".format(*r["fraction_range"])
         t.add_row(r["algo"], r["path"], f"{r['updates_per_s']:.1f}", f"{r['x_plain']:.2f}x" if r["x_plain"] else "",
-                  f"{r['gflop_per_update']:.2f}", f"{r['achieved_gflops']:.0f}", f"{r['fraction_of_matmul']:.0%}",
+                  f"{r['gflop_per_update']:.2f}", f"{r['achieved_gflops']:.0f}", share,
                   floor, f"{r['x_authors']:.1f}x", f"{r['env_steps_per_s_training']:,.0f}")
     out.print(t)
     if "update_ms" in rows[0]:
-        out.print("ms upd/mm: one update, and its matmuls replayed alone with the same shapes; the difference is "
+        out.print("of ceil: median over ~1 s rounds, each against the matmul ceiling measured just before it "
+                  "(range in brackets). "
+                  "ms upd/mm: one update, and its matmuls replayed alone with the same shapes; the difference is "
                   "elementwise work, small ops and framework overhead, not FLOPs. x plain: updates/s over the "
                   "autograd path of the same run. env-st/s: env steps/s of the training loop.")
 

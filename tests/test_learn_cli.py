@@ -52,6 +52,9 @@ def test_bench_train_json():
     for row in d["results"]:
         assert row["algo"] in ("eat", "eat-da") and row["batch"] == 512
         assert row["updates_per_s"] > 0 and row["gflop_per_update"] > 0 and 0 < row["fraction_of_matmul"]
+        # the CPU fraction is a median over rounds, each against its own ceiling measured just before it
+        lo, hi = row["fraction_range"]
+        assert row["rounds"] >= 1 and lo <= row["fraction_of_matmul"] <= hi and row["matmul_gflops"] > 0
         assert row["env_steps_per_s_training"] > 0
     # on the CPU the fused path is measured beside the autograd reference, with the ratio
     assert sorted(r["path"] for r in d["results"]) == ["autograd", "autograd", "fused", "fused"]
