@@ -21,8 +21,16 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks that print numbers and ratios.")
 app.add_typer(bench_app, name="bench")
 
-err = Console(stderr=True)
-out = Console()
+def _console(stderr: bool = False) -> Console:
+    """Rich console; when the stream is not a terminal (a pipe, a log file) and COLUMNS is unset, 160 columns
+    instead of Rich's 80, so that the wide benchmark tables are not folded."""
+    stream = sys.stderr if stderr else sys.stdout
+    piped = not (hasattr(stream, "isatty") and stream.isatty()) and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=160 if piped else None)
+
+
+err = _console(stderr=True)
+out = _console()
 
 
 def _fail(msg: str) -> None:
@@ -551,13 +559,16 @@ def bench_train(
         device = "cpu"
     cfg = _config(nodes=nodes, rate=0.1)
     peak = matmul_rate(device, seconds=min(2.0, seconds))
-    rows = [bench_update(a, cfg, device, seconds, peak_gflops=peak) for a in ("eat", "eat-da")]
+    runs = [(a, {}) for a in ("eat", "eat-da")]
     if device.startswith("cuda"):
         # the same update captured without torch.compile / TF32, and eager (one launch per kernel), same run
-        rows += [bench_update("eat", cfg, device, seconds, peak_gflops=peak, gpu_fast=False),
-                 bench_update("eat", cfg, device, seconds, graph=False, peak_gflops=peak)]
+        runs += [("eat", {"gpu_fast": False}), ("eat", {"graph": False})]
     else:  # the autograd reference beside the fused path, measured in the same run
-        rows += [bench_update(a, cfg, device, seconds, peak_gflops=peak, fused_path=False) for a in ("eat", "eat-da")]
+        runs += [(a, {"fused_path": False}) for a in ("eat", "eat-da")]
+    rows = []
+    for i, (algo, kw) in enumerate(runs, 1):
+        with err.status(f"measuring {algo} {' '.join(f'{k}={v}' for k, v in kw.items())} ({i}/{len(runs)})"):
+            rows.append(bench_update(algo, cfg, device, seconds, peak_gflops=peak, **kw))
     base = {r["algo"]: r["updates_per_s"] for r in rows if r["path"] in ("autograd", "eager")}
     for r in rows:  # speed-up over the plain path (autograd on the CPU, eager on a GPU), same run
         r["x_plain"] = r["updates_per_s"] / base[r["algo"]] if r["algo"] in base else None
