@@ -515,11 +515,14 @@ def train(
     gpu_compile: bool = typer.Option(True, "--compile/--no-compile",
                                      help="SAC on CUDA: torch.compile the update before capturing it (~35 s once)"),
     tf32: bool = typer.Option(True, "--tf32/--no-tf32", help="SAC on CUDA: TF32 matmuls in the captured update"),
+    sac: list[str] = typer.Option([], "--sac", help="SAC: any hyperparameter of SACArgs as KEY=VALUE, repeatable "
+                                                     "(e.g. --sac autotune=true --sac n_step=3)"),
     profile: str = typer.Option("reference", help="time profile"),
     resume: bool = typer.Option(False, help="continue the run in --out from its train_state.pt"),
     out_dir: Path = typer.Option(..., "--out", help="output folder (policy.pt, logs, tb/)"),
 ):
     """Train a learned scheduler; writes the checkpoint, train_log.csv, eval_log.csv and TensorBoard logs."""
+    from .algos.sac import ALGOS, parse_overrides
     from .experiments.train import train as run
 
     if steps is not None and minutes is not None:
@@ -530,6 +533,17 @@ def train(
     extra = {k: v for k, v in {"utd": utd, "num_envs": envs, "warmup_policy": warmup_policy}.items() if v is not None}
     if not (gpu_compile and tf32):  # SAC-only settings: passed only when they differ from the defaults
         extra.update(gpu_compile=gpu_compile, gpu_tf32=tf32)
+    if sac:
+        if algo.lower() not in ALGOS:
+            _fail(f"--sac sets SAC hyperparameters; {algo} is not of the SAC family ({', '.join(ALGOS)})")
+        try:
+            generic = parse_overrides(sac)
+        except ValueError as e:
+            _fail(str(e))
+        clash = sorted(k for k in generic.keys() & extra.keys() if generic[k] != extra[k])
+        if clash:
+            _fail(f"--sac {clash[0]} contradicts the option that sets it")
+        extra.update(generic)
     try:
         path = run(algo, cfg, out_dir, steps=steps, minutes=minutes, seed=seed, device=device,
                    progress=sys.stderr.isatty() or os.environ.get("EAT_PROGRESS") == "1", resume=resume, **extra)

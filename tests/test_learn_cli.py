@@ -61,3 +61,24 @@ def test_bench_train_json():
     assert all(r["x_plain"] > 0 for r in d["results"])
     # the update's matmuls replayed alone take less time than the whole update, at a positive rate
     assert all(0 < r["matmul_only_ms"] < r["update_ms"] and r["matmul_only_gflops"] > 0 for r in d["results"])
+
+
+def test_train_sac_overrides_reach_the_run(tmp_path):
+    from eatsched.algos.sac import parse_overrides  # noqa: PLC0415
+
+    assert parse_overrides(["autotune=yes", "n-step=3", "alpha=0.02", "warmup_policy=fifo"]) == {
+        "autotune": True, "n_step": 3, "alpha": 0.02, "warmup_policy": "fifo"}
+    for bad, msg in (["hiden=3", "not a SAC hyperparameter"], ["n_step=1.5", "expected a int"],
+                     ["autotune=maybe", "expected a bool"], ["alpha", "KEY=VALUE"]):
+        with pytest.raises(ValueError, match=msg):
+            parse_overrides([bad])
+    out = tmp_path / "run"
+    r = runner.invoke(app, ["train", "--algo", "eat-da", "--nodes", "4", "--rate", "0.05", "--steps", "64",
+                            "--envs", "4", "--sac", "autotune=true", "--sac", "critic_hidden=32", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    args = json.loads((out / "config.json").read_text())["args"]
+    assert args["autotune"] is True and args["critic_hidden"] == 32 and args["num_envs"] == 4
+    r = runner.invoke(app, ["train", "--algo", "ppo", "--sac", "alpha=0.1", "--out", str(tmp_path / "p")])
+    assert r.exit_code == 2 and "not of the SAC family" in r.output
+    r = runner.invoke(app, ["train", "--algo", "eat", "--envs", "4", "--sac", "num_envs=8", "--out", str(tmp_path)])
+    assert r.exit_code == 2 and "contradicts" in r.output

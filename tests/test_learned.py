@@ -85,11 +85,16 @@ def test_missing_shipped_checkpoint_names_the_train_command():
 def test_resume_continues_counting(trained, tmp_path):
     d = tmp_path / "run"
     train("eat-da", CFG, d, steps=160, seed=1, progress=False, **TINY)
-    train("eat-da", CFG, d, steps=160, seed=1, progress=False, resume=True, **TINY)
+    first = torch.load(d / "policy.pt", weights_only=True)["label"]
+    # the resumed run keeps its own network sizes without being told them; this call's overrides go on top
+    train("eat-da", CFG, d, steps=160, seed=1, progress=False, resume=True, utd=0.5)
     with open(d / "train_log.csv") as f:
         steps = [int(r["step"]) for r in csv.DictReader(f)]
     assert steps[-1] == 320 and steps == sorted(steps)
-    assert torch.load(d / "policy.pt", weights_only=True)["step"] == 320
+    ckpt = torch.load(d / "policy.pt", weights_only=True)
+    assert ckpt["step"] == 320 and ckpt["args"]["hidden"] == TINY["hidden"] and ckpt["args"]["utd"] == 0.5
+    n_updates = lambda label: int(label.split(" updates")[0].rsplit(" ", 1)[1])  # noqa: E731
+    assert n_updates(ckpt["label"]) > n_updates(first) > 0  # the label counts the updates of both parts
 
 
 @pytest.mark.parametrize("fused_path", [False, True])

@@ -65,7 +65,14 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
 
     from ..algos import fused  # noqa: PLC0415
     from ..algos.learned import SACPolicy, save_policy_checkpoint  # noqa: PLC0415
-    from ..algos.sac import ReplayBuffer, SACAgent, args_for, graph_path_label, make_updater  # noqa: PLC0415
+    from ..algos.sac import (  # noqa: PLC0415
+        ReplayBuffer,
+        SACAgent,
+        SACArgs,
+        args_for,
+        graph_path_label,
+        make_updater,
+    )
     from ..sim.vector import BatchedEATEnv  # noqa: PLC0415
     from .simulate import simulate  # noqa: PLC0415
 
@@ -75,12 +82,11 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
         raise ValueError("--device cuda: CUDA is not available in this torch build / machine")
     if steps is None and minutes is None:
         steps = DEFAULT_SAC_STEPS
-    args = args_for(algo, **overrides)
     dev = torch.device(device)
-    agent = SACAgent(args, config.queue_len, config.nodes, device=dev, seed=seed)
     start_step = episodes_done = 0
     wall0 = 0.0
     state_path = out / "train_state.pt"
+    st = None
     if resume:
         if not state_path.exists():
             raise FileNotFoundError(f"--resume: no {state_path} to resume from")
@@ -91,6 +97,10 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
         if saved_cfg.nodes != config.nodes or saved_cfg.queue_len != config.queue_len:
             raise ValueError(f"--resume: {state_path} was trained with nodes={saved_cfg.nodes}, "
                              f"queue_len={saved_cfg.queue_len}; the requested config differs")
+    # a resumed run keeps its own hyperparameters (network sizes included); this call's overrides go on top
+    args = SACArgs.from_dict({**st["args"], **overrides}) if st is not None else args_for(algo, **overrides)
+    agent = SACAgent(args, config.queue_len, config.nodes, device=dev, seed=seed)
+    if st is not None:
         agent.load_full_state(st["agent"])
         start_step, episodes_done, wall0 = st["step"], st["episodes"], st["wall_s"]
     # how updates run: the fused CPU kernels, a captured CUDA graph, or plain autograd (same function)
@@ -143,7 +153,8 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
         p = save_policy_checkpoint(out / "policy.pt", algo, config, args, _policy_state(agent), step, label)
         tmp = state_path.with_suffix(".tmp")
         torch.save({"algo": algo, "config": config.to_dict(), "args": args.to_dict(), "agent": agent.full_state(),
-                    "step": step, "episodes": episodes_done, "wall_s": wall0 + time.perf_counter() - t0}, tmp)
+                    "step": step, "episodes": episodes_done, "updates": n_updates,
+                    "wall_s": wall0 + time.perf_counter() - t0}, tmp)
         tmp.replace(state_path)
         return p
 
@@ -156,7 +167,7 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
     ep_len = np.zeros(args.num_envs, np.int64)
     losses = None
     updates_due = 0.0
-    n_updates = 0
+    n_updates = st.get("updates", 0) if st is not None else 0  # the label counts the run's updates, resumes included
     next_log, next_eval, next_ckpt = step + args.log_every, step + args.eval_every, step + args.checkpoint_every
     last_eval: dict = {}
     last_row_step = -1
