@@ -592,11 +592,12 @@ def bench_train(
         return
     t = Table(title=f"SAC update throughput on {device} ({torch.get_num_threads()} threads), batch 512; "
                     f"fp32 matmul ceiling {peak:,.0f} GFLOP/s")
-    for col in ("algo", "path", "updates/s", "x plain", "GFLOP/upd", "GFLOP/s", "of ceil", "ms upd/mm",
+    for col in ("algo", "path", "updates/s", "x plain", "GFLOP/upd", "GFLOP/s", "of ceil", "ms upd/mm/b8/60%",
                 "x authors", "env-st/s"):
         t.add_column(col, justify="right")
     for r in rows:
-        floor = f"{r['update_ms']:.1f} / {r['matmul_only_ms']:.1f}" if "update_ms" in r else ""
+        floor = (f"{r['update_ms']:.1f} / {r['matmul_only_ms']:.1f} / {r['batch8_ms']:.1f} / {r['ms_at_60pct']:.1f}"
+                 if "ms_at_60pct" in r else "")
         share = f"{r['fraction_of_matmul']:.0%}"
         if "fraction_range" in r:
             share += " ({:.0%}-{:.0%})".format(*r["fraction_range"])
@@ -606,10 +607,10 @@ def bench_train(
     out.print(t)
     if "update_ms" in rows[0]:
         out.print("of ceil: median over ~1 s rounds, each against the matmul ceiling measured just before it "
-                  "(range in brackets). "
-                  "ms upd/mm: one update, and its matmuls replayed alone with the same shapes; the difference is "
-                  "elementwise work, small ops and framework overhead, not FLOPs. x plain: updates/s over the "
-                  "autograd path of the same run. env-st/s: env steps/s of the training loop.")
+                  "(range in brackets). ms upd/mm/b8/60%: one update; its matmuls replayed alone with the same "
+                  "shapes; one update at batch 8 (the cost that does not scale with the batch: Python, dispatch, "
+                  "launches, optimizer); and the update time that 60% of the ceiling would take. x plain: "
+                  "updates/s over the autograd path of the same run. env-st/s: env steps/s of the training loop.")
 
 
 @bench_app.command("decide")

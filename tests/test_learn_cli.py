@@ -61,6 +61,10 @@ def test_bench_train_json():
     assert all(r["x_plain"] > 0 for r in d["results"])
     # the update's matmuls replayed alone take less time than the whole update, at a positive rate
     assert all(0 < r["matmul_only_ms"] < r["update_ms"] and r["matmul_only_gflops"] > 0 for r in d["results"])
+    # the fixed cost (batch 8) is below a batch-512 update; the 60% budget follows from FLOPs and the ceiling
+    for r in d["results"]:
+        assert 0 < r["batch8_ms"] < r["update_ms"]
+        assert r["ms_at_60pct"] == pytest.approx(r["gflop_per_update"] / (0.6 * r["matmul_gflops"]) * 1e3)
 
 
 def test_train_sac_overrides_reach_the_run(tmp_path):

@@ -181,18 +181,39 @@ def _bench_update(algo: str, config: EATConfig, device: str, seconds: float, gra
     if not device.startswith("cuda"):
         row.update(matmul_floor(agent, buf))
         row["update_ms"] = 1e3 / ups
+        row["batch8_ms"] = fixed_cost_ms(algo, config, min(1.0, seconds))
     if per_round:
         fractions = sorted(f for f, _ in per_round)
         row["matmul_gflops"] = float(np.median([c for _, c in per_round]))
         row["fraction_of_matmul"] = float(np.median(fractions))
         row["fraction_range"] = [fractions[0], fractions[-1]]
         row["rounds"] = len(per_round)
+        # the update time at which it would reach 60% of the (median) ceiling
+        row["ms_at_60pct"] = flops / (0.6 * row["matmul_gflops"] * 1e9) * 1e3
     elif peak_gflops:
         row["matmul_gflops"] = peak_gflops
         row["fraction_of_matmul"] = row["achieved_gflops"] / peak_gflops
     authors = AUTHORS_UPDATES_PER_S_H100 if device.startswith("cuda") else AUTHORS_UPDATES_PER_S_CPU
     row["x_authors"] = ups / authors
     return row
+
+
+def fixed_cost_ms(algo: str, config: EATConfig, seconds: float = 1.0) -> float:
+    """ms of one CPU update at batch 8, where the matmuls and elementwise work are ~1/64 of batch 512's: what an
+    update costs whatever its size (Python, op dispatch, kernel launches, the optimizer's pass over the
+    parameters)."""
+    from ..algos.sac import SACAgent, args_for, make_updater  # noqa: PLC0415
+
+    agent = SACAgent(args_for(algo, batch_size=8), config.queue_len, config.nodes, device="cpu", seed=0)
+    buf, _, _ = _filled_buffer(agent, config, "cpu", rows=16)
+    updater = make_updater(agent, buf)
+    for _ in range(3):
+        updater()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        updater()
+        n += 1
+    return (time.perf_counter() - t0) / n * 1e3
 
 
 def bench_decide(config: EATConfig, decisions: int = 2000, seed: int = 0) -> list[dict]:
