@@ -46,6 +46,22 @@ def _config(**kw) -> EATConfig:
         raise  # unreachable
 
 
+_SET_HELP = "any other EATConfig field as KEY=VALUE, repeatable (e.g. --set r_max=1e9 --set w_q=20)"
+_OWN_OPTIONS = {"nodes": "--nodes", "rate": "--rate", "profile": "--profile", "mode": "--mode",
+                "arrival": "--arrival", "trace_path": "--trace"}
+
+
+def _settings(items: list[str]) -> dict:
+    """``--set`` values as config fields (fields with their own option are refused, so there is one way)."""
+    from .core.config import parse_overrides
+
+    try:
+        return parse_overrides(items, reserved=_OWN_OPTIONS)
+    except ConfigError as e:
+        _fail(str(e))
+        raise  # unreachable
+
+
 def _fmt(x) -> str:
     if isinstance(x, float):
         return "nan" if math.isnan(x) else f"{x:.4g}"
@@ -66,6 +82,7 @@ def simulate(
     trace: str | None = typer.Option(None, help="CSV trace for --arrival trace"),
     out_dir: Path | None = typer.Option(None, "--out", help="write tasks.csv and summary.json here"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+    settings: list[str] = typer.Option([], "--set", help=_SET_HELP),
 ):
     """Run a scheduler for K episodes in the simulator and report the paper's metrics."""
     from .algos import make_policy
@@ -74,7 +91,8 @@ def simulate(
 
     if episodes < 1:
         _fail("episodes: must be >= 1")
-    cfg = _config(nodes=nodes, rate=rate, profile=profile, mode=mode, arrival=arrival, trace_path=trace)
+    cfg = _config(nodes=nodes, rate=rate, profile=profile, mode=mode, arrival=arrival, trace_path=trace,
+                  **_settings(settings))
     try:
         pol = make_policy(policy, cfg, checkpoint=checkpoint, seed=seed)
     except (ValueError, FileNotFoundError) as e:
@@ -518,6 +536,7 @@ def train(
     sac: list[str] = typer.Option([], "--sac", help="SAC: any hyperparameter of SACArgs as KEY=VALUE, repeatable "
                                                      "(e.g. --sac autotune=true --sac n_step=3)"),
     profile: str = typer.Option("reference", help="time profile"),
+    settings: list[str] = typer.Option([], "--set", help=_SET_HELP),
     resume: bool = typer.Option(False, help="continue the run in --out from its train_state.pt"),
     out_dir: Path = typer.Option(..., "--out", help="output folder (policy.pt, logs, tb/)"),
 ):
@@ -529,7 +548,7 @@ def train(
         _fail("give --steps or --minutes, not both")
     if (steps is not None and steps < 1) or (minutes is not None and minutes <= 0):
         _fail("the budget must be positive")
-    cfg = _config(nodes=nodes, rate=rate, profile=profile)
+    cfg = _config(nodes=nodes, rate=rate, profile=profile, **_settings(settings))
     extra = {k: v for k, v in {"utd": utd, "num_envs": envs, "warmup_policy": warmup_policy}.items() if v is not None}
     if not (gpu_compile and tf32):  # SAC-only settings: passed only when they differ from the defaults
         extra.update(gpu_compile=gpu_compile, gpu_tf32=tf32)

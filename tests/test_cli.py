@@ -57,3 +57,21 @@ def test_bench_env_json():
 def test_profiles_lists_builtins():
     r = runner.invoke(app, ["profiles"])
     assert r.exit_code == 0 and "paper-4090" in r.stdout and "h100-measured" in r.stdout
+
+
+def test_simulate_set_changes_the_model():
+    base = ["simulate", "--policy", "fifo", "--nodes", "4", "--rate", "0.05", "--episodes", "2", "--json"]
+    capped = json.loads(runner.invoke(app, base).stdout)
+    r = runner.invoke(app, [*base, "--set", "r_max=1e9"])
+    assert r.exit_code == 0, r.output
+    uncapped = json.loads(r.stdout)
+    # same schedule (fifo ignores the reward), but launches faster than 25 s now earn more than the cap
+    assert uncapped["mean_response_s"] == capped["mean_response_s"]
+    assert uncapped["mean_reward"] > capped["mean_reward"]
+    # a tuple field makes a 2-node cluster valid (the default patch choices need 4 servers)
+    r = runner.invoke(app, ["simulate", "--nodes", "2", "--episodes", "1", "--set", "patch_choices=1,2", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["tasks_completed"] == 32
+    for bad, msg in (("nodes=4", "own option: --nodes"), ("r_max=abc", "cannot read"), ("foo=1", "not a configuration"),
+                     ("q_min=-1", "q_min"), ("r_max", "KEY=VALUE")):
+        r = runner.invoke(app, ["simulate", "--episodes", "1", "--set", bad])
+        assert r.exit_code == 2 and msg in r.output, (bad, r.output)

@@ -107,3 +107,17 @@ def test_bad_profile_files(tmp_path):
     bad.write_text(json.dumps({"step_time": {"3": 1}, "init_time": {"3": 5}}))
     with pytest.raises(ProfileError, match="patch count 3"):
         load_profile(bad)
+
+
+def test_parse_overrides_converts_by_field_type():
+    from eatsched.core.config import parse_overrides
+
+    got = parse_overrides(["r_max=1e9", "s-min=6", "paper_literal=yes", "patch_choices=1, 2", "speeds=1,0.5",
+                           "regroup_time=none", "mode=event"])
+    assert got == {"r_max": 1e9, "s_min": 6, "paper_literal": True, "patch_choices": (1, 2), "speeds": (1.0, 0.5),
+                   "regroup_time": None, "mode": "event"}
+    assert EATConfig(nodes=2, **got).patch_choices == (1, 2)
+    with pytest.raises(ConfigError, match="s_min"):
+        parse_overrides(["s_min=1.5"])
+    with pytest.raises(ConfigError, match="own option: --nodes"):
+        parse_overrides(["nodes=3"], reserved={"nodes": "--nodes"})

@@ -78,10 +78,13 @@ def test_train_sac_overrides_reach_the_run(tmp_path):
             parse_overrides([bad])
     out = tmp_path / "run"
     r = runner.invoke(app, ["train", "--algo", "eat-da", "--nodes", "4", "--rate", "0.05", "--steps", "64",
-                            "--envs", "4", "--sac", "autotune=true", "--sac", "critic_hidden=32", "--out", str(out)])
+                            "--envs", "4", "--sac", "autotune=true", "--sac", "critic_hidden=32",
+                            "--set", "r_max=1e9", "--out", str(out)])
     assert r.exit_code == 0, r.output
-    args = json.loads((out / "config.json").read_text())["args"]
+    saved = json.loads((out / "config.json").read_text())
+    args = saved["args"]
     assert args["autotune"] is True and args["critic_hidden"] == 32 and args["num_envs"] == 4
+    assert saved["config"]["r_max"] == 1e9  # the model constants of --set reach the run
     r = runner.invoke(app, ["train", "--algo", "ppo", "--sac", "alpha=0.1", "--out", str(tmp_path / "p")])
     assert r.exit_code == 2 and "not of the SAC family" in r.output
     r = runner.invoke(app, ["train", "--algo", "eat", "--envs", "4", "--sac", "num_envs=8", "--out", str(tmp_path)])

@@ -199,3 +199,42 @@ class EATConfig:
         if unknown:
             raise ConfigError(sorted(unknown)[0], "unknown configuration field")
         return cls(**d)
+
+
+def parse_overrides(items, reserved: dict[str, str] | None = None) -> dict:
+    """``KEY=VALUE`` strings (the CLI's ``--set``) as ``EATConfig`` fields, each value converted by its field's
+    annotation (ints, floats, bools, strings, comma-separated tuples, ``none`` where None is allowed). Keys in
+    ``reserved`` have their own option and are refused here; unknown keys raise ``ConfigError``. The values are
+    validated when the config is built."""
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(EATConfig) if f.name != "extra"}
+    out: dict = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        key, raw = key.strip().replace("-", "_"), raw.strip()
+        if not sep or not key:
+            raise ConfigError(item, "expected KEY=VALUE, e.g. --set r_max=20")
+        if key not in kinds:
+            raise ConfigError(key, f"not a configuration field; choose from {', '.join(sorted(kinds))}")
+        if reserved and key in reserved:
+            raise ConfigError(key, f"has its own option: {reserved[key]}")
+        kind = kinds[key]
+        try:
+            if "None" in kind and raw.lower() == "none":
+                value = None
+            elif kind.startswith("tuple["):
+                elem = int if kind.startswith("tuple[int") else float
+                value = tuple(elem(x) for x in raw.split(",") if x.strip())
+            elif kind.startswith("bool"):
+                if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                    raise ValueError
+                value = raw.lower() in ("1", "true", "yes", "on")
+            elif kind.startswith("int"):
+                value = int(raw)
+            elif kind.startswith("float"):
+                value = float(raw)
+            else:
+                value = raw
+        except ValueError:
+            raise ConfigError(key, f"cannot read {raw!r} as {kind}") from None
+        out[key] = value
+    return out
