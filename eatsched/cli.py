@@ -53,10 +53,10 @@ _OWN_OPTIONS = {"nodes": "--nodes", "rate": "--rate", "profile": "--profile", "m
 
 def _settings(items: list[str]) -> dict:
     """``--set`` values as config fields (fields with their own option are refused, so there is one way)."""
-    from .core.config import parse_overrides
+    from .core.config import parse_field_values
 
     try:
-        return parse_overrides(items, reserved=_OWN_OPTIONS)
+        return parse_field_values(EATConfig, items, "--set", "configuration field", reserved=_OWN_OPTIONS)
     except ConfigError as e:
         _fail(str(e))
         raise  # unreachable

@@ -110,8 +110,9 @@ def test_bad_profile_files(tmp_path):
 
 
 def test_parse_overrides_converts_by_field_type():
-    from eatsched.core.config import parse_overrides
+    from eatsched.core.config import parse_field_values
 
+    parse_overrides = lambda items, **kw: parse_field_values(EATConfig, items, "--set", "field", **kw)  # noqa: E731
     got = parse_overrides(["r_max=1e9", "s-min=6", "paper_literal=yes", "patch_choices=1, 2", "speeds=1,0.5",
                            "regroup_time=none", "mode=event"])
     assert got == {"r_max": 1e9, "s_min": 6, "paper_literal": True, "patch_choices": (1, 2), "speeds": (1.0, 0.5),
@@ -121,3 +122,15 @@ def test_parse_overrides_converts_by_field_type():
         parse_overrides(["s_min=1.5"])
     with pytest.raises(ConfigError, match="own option: --nodes"):
         parse_overrides(["nodes=3"], reserved={"nodes": "--nodes"})
+
+
+def test_every_field_reads_back_from_its_printed_default():
+    import dataclasses
+
+    from eatsched.core.config import parse_field_values
+
+    c = EATConfig()
+    text = lambda v: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)  # noqa: E731
+    names = [f.name for f in dataclasses.fields(c) if f.name not in ("extra", "profile")]
+    items = [f"{name}={text(getattr(c, name))}" for name in names]
+    assert EATConfig(**parse_field_values(EATConfig, items, "--set", "field")) == c

@@ -72,6 +72,11 @@ def test_train_sac_overrides_reach_the_run(tmp_path):
 
     assert parse_overrides(["autotune=yes", "n-step=3", "alpha=0.02", "warmup_policy=fifo"]) == {
         "autotune": True, "n_step": 3, "alpha": 0.02, "warmup_policy": "fifo"}
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from eatsched.algos.sac import SACArgs  # noqa: PLC0415
+
+    assert SACArgs(**parse_overrides([f"{k}={v}" for k, v in asdict(SACArgs()).items()])) == SACArgs()
     for bad, msg in (["hiden=3", "not a SAC hyperparameter"], ["n_step=1.5", "expected a int"],
                      ["autotune=maybe", "expected a bool"], ["alpha", "KEY=VALUE"]):
         with pytest.raises(ValueError, match=msg):

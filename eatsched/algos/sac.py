@@ -134,35 +134,12 @@ ALGOS: dict[str, dict] = {
 """The SAC family as (encoder, actor) combinations (SPEC section 3 table)."""
 
 
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
-
-
 def parse_overrides(items) -> dict:
-    """``KEY=VALUE`` strings (``eat train --sac``) as ``SACArgs`` overrides, each value converted to its field's
-    type; unknown keys and values of the wrong type raise ValueError naming the choices."""
-    kinds = {f.name: type(f.default) for f in fields(SACArgs)}
-    out: dict = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        key, raw = key.strip().replace("-", "_"), raw.strip()
-        if not sep or not key:
-            raise ValueError(f"--sac {item!r}: expected KEY=VALUE, e.g. --sac autotune=true")
-        if key not in kinds:
-            raise ValueError(f"--sac {key}: not a SAC hyperparameter; choose from {', '.join(sorted(kinds))}")
-        kind = kinds[key]
-        try:
-            if kind is bool:
-                if raw.lower() not in _TRUE + _FALSE:
-                    raise ValueError
-                value = raw.lower() in _TRUE
-            else:
-                value = kind(raw)
-        except ValueError:
-            raise ValueError(f"--sac {key}={raw}: expected a {kind.__name__}") from None
-        if key in out and out[key] != value:
-            raise ValueError(f"--sac {key} given twice with different values")
-        out[key] = value
-    return out
+    """``eat train --sac KEY=VALUE`` strings as ``SACArgs`` overrides (``ConfigError``, a ValueError, names a bad
+    key or value)."""
+    from ..core.config import parse_field_values  # noqa: PLC0415
+
+    return parse_field_values(SACArgs, items, "--sac", "SAC hyperparameter")
 
 
 def args_for(algo: str, **overrides) -> SACArgs:

@@ -201,20 +201,21 @@ class EATConfig:
         return cls(**d)
 
 
-def parse_overrides(items, reserved: dict[str, str] | None = None) -> dict:
-    """``KEY=VALUE`` strings (the CLI's ``--set``) as ``EATConfig`` fields, each value converted by its field's
-    annotation (ints, floats, bools, strings, comma-separated tuples, ``none`` where None is allowed). Keys in
-    ``reserved`` have their own option and are refused here; unknown keys raise ``ConfigError``. The values are
-    validated when the config is built."""
-    kinds = {f.name: str(f.type) for f in dataclasses.fields(EATConfig) if f.name != "extra"}
+def parse_field_values(cls, items, option: str, what: str, reserved: dict[str, str] | None = None) -> dict:
+    """``KEY=VALUE`` strings of a CLI option (``--set`` for ``EATConfig``, ``--sac`` for ``SACArgs``) as fields of
+    the dataclass ``cls``, each value converted by its field's annotation: ints, floats, bools, strings,
+    comma-separated tuples, ``none`` where None is allowed. Unknown keys (``what`` names the kind of field), keys
+    in ``reserved`` (field -> the option that sets it), unreadable values and a key given twice with different
+    values raise ``ConfigError``. The values themselves are validated by ``cls``."""
+    kinds = {f.name: str(f.type) for f in dataclasses.fields(cls) if f.name != "extra"}
     out: dict = {}
     for item in items:
         key, sep, raw = item.partition("=")
         key, raw = key.strip().replace("-", "_"), raw.strip()
         if not sep or not key:
-            raise ConfigError(item, "expected KEY=VALUE, e.g. --set r_max=20")
+            raise ConfigError(item, f"expected KEY=VALUE, e.g. {option} {next(iter(kinds))}=...")
         if key not in kinds:
-            raise ConfigError(key, f"not a configuration field; choose from {', '.join(sorted(kinds))}")
+            raise ConfigError(key, f"not a {what}; choose from {', '.join(sorted(kinds))}")
         if reserved and key in reserved:
             raise ConfigError(key, f"has its own option: {reserved[key]}")
         kind = kinds[key]
@@ -225,9 +226,9 @@ def parse_overrides(items, reserved: dict[str, str] | None = None) -> dict:
                 elem = int if kind.startswith("tuple[int") else float
                 value = tuple(elem(x) for x in raw.split(",") if x.strip())
             elif kind.startswith("bool"):
-                if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                if raw.lower() not in _TRUE + _FALSE:
                     raise ValueError
-                value = raw.lower() in ("1", "true", "yes", "on")
+                value = raw.lower() in _TRUE
             elif kind.startswith("int"):
                 value = int(raw)
             elif kind.startswith("float"):
@@ -235,6 +236,11 @@ def parse_overrides(items, reserved: dict[str, str] | None = None) -> dict:
             else:
                 value = raw
         except ValueError:
-            raise ConfigError(key, f"cannot read {raw!r} as {kind}") from None
+            raise ConfigError(key, f"cannot read {raw!r}: expected a {kind}") from None
+        if key in out and out[key] != value:
+            raise ConfigError(key, f"{option} given twice with different values")
         out[key] = value
     return out
+
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")

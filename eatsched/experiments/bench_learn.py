@@ -139,7 +139,7 @@ def _bench_update(algo: str, config: EATConfig, device: str, seconds: float, gra
     cuda = device.startswith("cuda")
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     sync()
-    # On the CPU the machine's speed drifts (a shared VM: the ceiling moved 116-259 GFLOP/s between runs), so the
+    # On the CPU the machine's speed drifts (a shared VM: the ceiling moved 116-299 GFLOP/s within a day), so the
     # ceiling is measured again before each of several rounds and each round's fraction uses its own ceiling.
     rounds = 1 if cuda else max(1, round(seconds))
     n, dt, per_round = 0, 0.0, []
