@@ -87,7 +87,7 @@ def simulate(
     """Run a scheduler for K episodes in the simulator and report the paper's metrics."""
     from .algos import make_policy
     from .core.metrics import write_task_csv
-    from .experiments.simulate import simulate as run
+    from .sim.rollout import simulate as run
 
     if episodes < 1:
         _fail("episodes: must be >= 1")

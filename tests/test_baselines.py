@@ -13,7 +13,7 @@ from eatsched.algos.baseline_common import EVAL_LOG_COLUMNS, TRAIN_LOG_COLUMNS  
 from eatsched.algos.ppo import BatchedVecEnv, PPOArgs, load_ppo, train_ppo  # noqa: E402
 from eatsched.algos.search import SearchArgs, SequenceFitness, SequencePolicy, load_search, train_search  # noqa: E402
 from eatsched.core.config import EATConfig  # noqa: E402
-from eatsched.experiments.simulate import simulate  # noqa: E402
+from eatsched.sim.rollout import simulate  # noqa: E402
 from eatsched.sim.env import EATEnv  # noqa: E402
 
 TINY = EATConfig(nodes=4, rate=0.1, tasks_per_episode=8)

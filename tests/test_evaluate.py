@@ -18,7 +18,7 @@ from eatsched.core.invariants import check_schedule
 from eatsched.experiments import optimal
 from eatsched.experiments.evaluate import METRICS, Cell, EvalSettings, ci95, evaluate, plot_training
 from eatsched.experiments.report import BEGIN, END, write_report
-from eatsched.experiments.simulate import simulate
+from eatsched.sim.rollout import simulate
 
 CELLS = ((4, (0.05,)), (8, (0.1,)))
 ALGOS = ("fifo", "greedy", "eat")  # eat: skipped (empty --checkpoints dir), never a crash

@@ -5,7 +5,7 @@ from eatsched.algos import make_policy, policy_names
 from eatsched.algos.heuristics import AdaptivePolicy
 from eatsched.core import kernel
 from eatsched.core.config import EATConfig
-from eatsched.experiments.simulate import simulate
+from eatsched.sim.rollout import simulate
 from eatsched.sim.env import EATEnv
 
 

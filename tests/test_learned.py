@@ -17,7 +17,7 @@ from eatsched.algos.nets import DiffusionActor, squash  # noqa: E402
 from eatsched.algos.sac import ALGOS, ReplayBuffer, SACAgent, args_for  # noqa: E402
 from eatsched.core import kernel  # noqa: E402
 from eatsched.core.config import EATConfig  # noqa: E402
-from eatsched.experiments.simulate import simulate  # noqa: E402
+from eatsched.sim.rollout import simulate  # noqa: E402
 from eatsched.experiments.train import EVAL_COLUMNS, TRAIN_COLUMNS, train  # noqa: E402
 from eatsched.sim.env import EATEnv  # noqa: E402
 

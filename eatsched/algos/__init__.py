@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..core.config import EATConfig
-from .base import Policy, StateView
+from ..core.policy import Policy, StateView
 from .heuristics import HEURISTICS
 
 LEARNED = ("eat", "eat-a", "eat-d", "eat-da", "lad-ts", "ppo", "genetic", "harmony")

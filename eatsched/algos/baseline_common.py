@@ -90,7 +90,7 @@ class Budget:
 
 def evaluate(policy, config: EATConfig, episodes: int, seed: int = EVAL_SEED) -> dict:
     """Mean reward and the paper's metrics of ``policy`` on workload seeds ``seed .. seed + episodes - 1``."""
-    from ..experiments.simulate import simulate  # noqa: PLC0415 - experiments imports algos
+    from ..sim.rollout import simulate  # noqa: PLC0415
 
     s = simulate(policy, config, episodes, seed).summary()
     return {"mean_reward": s["mean_reward"], "mean_quality": s["mean_quality"],

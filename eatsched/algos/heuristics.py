@@ -7,7 +7,7 @@ import numpy as np
 
 from ..core import kernel
 from ..core.config import EATConfig
-from .base import Policy
+from ..core.policy import Policy
 
 
 def saturation_steps(cfg: EATConfig) -> int:

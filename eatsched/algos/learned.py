@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.config import EATConfig
-from .base import Policy
+from ..core.policy import Policy
 
 SAC_FAMILY = ("eat", "eat-a", "eat-d", "eat-da", "lad-ts")
 SHIPPED_RATES = {4: 0.05, 8: 0.10, 12: 0.15}

@@ -26,7 +26,7 @@ from stable_baselines3.common.vec_env import VecEnv
 
 from ..core.config import EATConfig
 from ..sim.vector import BatchedEATEnv
-from .base import Policy
+from ..core.policy import Policy
 from .baseline_common import (
     EVAL_LOG_COLUMNS,
     TRAIN_LOG_COLUMNS,

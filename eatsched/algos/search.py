@@ -35,7 +35,7 @@ from gymnasium.utils import seeding
 from ..core.config import EATConfig
 from ..core.workload import make_arrivals
 from ..sim.vector import BatchedEATEnv
-from .base import Policy
+from ..core.policy import Policy
 from .baseline_common import (
     EVAL_LOG_COLUMNS,
     TRAIN_LOG_COLUMNS,

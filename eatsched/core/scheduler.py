@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..algos.base import Policy, StateView
+from .policy import Policy, StateView
 from . import kernel
 from .config import EATConfig
 from .predictor import TimePredictor

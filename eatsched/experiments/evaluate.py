@@ -2,7 +2,7 @@
 over K held-out workload seeds, with t-based 95% confidence intervals.
 
 Who calls it: ``eat evaluate`` (and ``eat report`` reads what it writes). Each cell is one call of
-``experiments.simulate.simulate`` (so its numbers are exactly ``eat simulate --seed EVAL_SEED0 --episodes K``)
+``sim.rollout.simulate`` (so its numbers are exactly ``eat simulate --seed EVAL_SEED0 --episodes K``)
 and is stored as ``DIR/cells/<algo>-n<nodes>-r<rate>.json``; a rerun reuses every stored cell whose
 fingerprint (config, seeds, checkpoint bytes) still matches, so an interrupted run resumes where it stopped.
 
@@ -186,7 +186,7 @@ def probe(algo: str, cfg: EATConfig, checkpoints: Path | None) -> tuple[str | No
 def run_cell(cell: Cell, cfg: EATConfig, seed0: int, seeds: int, checkpoint: str | None) -> dict:
     """Run one cell (top level so a process pool can call it): ``simulate`` over seeds seed0.. seed0+K-1."""
     from ..algos import make_policy  # noqa: PLC0415
-    from .simulate import simulate  # noqa: PLC0415
+    from ..sim.rollout import simulate  # noqa: PLC0415
 
     t0 = time.perf_counter()
     # warm-up on a throwaway policy and seed, so compile/cache loading is not timed as decision time

@@ -358,7 +358,7 @@ def response_lower_bound(cfg: EATConfig, w: Workload) -> float:
 def run_scheduler(name: str, cfg: EATConfig, seed: int, checkpoint: str | None = None) -> tuple[np.ndarray, float]:
     """(task records, simulator episode reward) of scheduler ``name`` on the instance of ``seed``."""
     from ..algos import make_policy  # noqa: PLC0415
-    from .simulate import simulate  # noqa: PLC0415
+    from ..sim.rollout import simulate  # noqa: PLC0415
 
     res = simulate(make_policy(name, cfg, checkpoint=checkpoint, seed=seed), cfg, 1, seed)
     return res.task_records[0], float(res.episodes[0]["reward"])

@@ -74,7 +74,7 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
         make_updater,
     )
     from ..sim.vector import BatchedEATEnv  # noqa: PLC0415
-    from .simulate import simulate  # noqa: PLC0415
+    from ..sim.rollout import simulate  # noqa: PLC0415
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

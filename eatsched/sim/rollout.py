@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..algos import Policy
+from ..core.policy import Policy
 from ..core.config import EATConfig
 from ..core.metrics import summarize, task_log
-from ..sim.env import EATEnv
+from .env import EATEnv
 
 
 @dataclass

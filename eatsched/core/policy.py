@@ -6,8 +6,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..core import kernel
-from ..core.config import EATConfig
+from . import kernel
+from .config import EATConfig
 
 
 class StateView(NamedTuple):
