@@ -20,7 +20,7 @@ demo: setup
 	$(BIN)/eat demo
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest
 
 lint: setup
 	$(BIN)/ruff check .

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from eatsched.algos import registry
 from eatsched.core.config import EATConfig
 
 SETTINGS = [(4, 0.05), (8, 0.10), (12, 0.15)]
@@ -20,14 +21,7 @@ def main(algos: list[str]) -> None:
         for algo in algos:
             out = Path(f"runs/shipped/{algo}-n{nodes}")
             t0 = time.time()
-            if algo == "ppo":
-                from eatsched.algos.ppo import train_ppo
-
-                path = train_ppo(cfg, out, seed=0, progress=False)
-            else:
-                from eatsched.algos.search import train_search
-
-                path = train_search(algo, cfg, out, seed=0, progress=False)
+            path = registry.train(algo, cfg, out, seed=0, progress=False)
             shutil.copy(path, dest / f"{algo}-n{nodes}{path.suffix}")
             print(algo, nodes, rate, f"{time.time() - t0:.1f}s", flush=True)
 

@@ -26,7 +26,7 @@ printf '%s\n' "${jobs[@]}" | xargs -P "$PARALLEL" -L 1 bash -c '
   algo=$0 nodes=$1 rate=$2
   $EAT train --algo $algo --nodes $nodes --rate $rate --minutes '"$MINUTES"' --device '"$DEVICE"' \
       --out '"$RUNS"'/$algo-n$nodes > '"$RUNS"'/$algo-n$nodes.log 2>&1 \
-    && python3 -m eatsched.algos.learned shrink '"$RUNS"'/$algo-n$nodes/best_policy.pt '"$DEST"'/$algo-n$nodes.pt \
+    && python3 -m eatsched.algos.sac_policy shrink '"$RUNS"'/$algo-n$nodes/best_policy.pt '"$DEST"'/$algo-n$nodes.pt \
     && echo "trained $algo-n$nodes" || echo "FAILED $algo-n$nodes (see '"$RUNS"'/$algo-n$nodes.log)"'
 : > "$RUNS/eval.jsonl"
 for nodes_rate in 4:0.05 8:0.10 12:0.15; do

@@ -2,6 +2,7 @@
 
 import csv
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -9,12 +10,30 @@ import pytest
 pytest.importorskip("stable_baselines3")
 pytest.importorskip("pygad")
 
-from eatsched.algos.baseline_common import EVAL_LOG_COLUMNS, TRAIN_LOG_COLUMNS  # noqa: E402
-from eatsched.algos.ppo import BatchedVecEnv, PPOArgs, load_ppo, train_ppo  # noqa: E402
-from eatsched.algos.search import SearchArgs, SequenceFitness, SequencePolicy, load_search, train_search  # noqa: E402
+from eatsched.algos import registry  # noqa: E402
+from eatsched.algos.ppo import BatchedVecEnv, PPOArgs  # noqa: E402
+from eatsched.algos.search import SearchArgs, SequenceFitness, SequencePolicy  # noqa: E402
+from eatsched.algos.training import EVAL_COLUMNS as EVAL_LOG_COLUMNS  # noqa: E402
+from eatsched.algos.training import TRAIN_COLUMNS as TRAIN_LOG_COLUMNS  # noqa: E402
+
+
+def train_ppo(config, out, *, args=None, **kw):
+    return registry.train("ppo", config, out, overrides=asdict(args) if args else None, **kw)
+
+
+def load_ppo(config, checkpoint=None, seed=0):
+    return registry.make_policy("ppo", config, checkpoint=checkpoint, seed=seed)
+
+
+def train_search(algo, config, out, *, args=None, **kw):
+    return registry.train(algo, config, out, overrides=asdict(args) if args else None, **kw)
+
+
+def load_search(algo, config, checkpoint=None, seed=0):
+    return registry.make_policy(algo, config, checkpoint=checkpoint, seed=seed)
 from eatsched.core.config import EATConfig  # noqa: E402
-from eatsched.sim.rollout import simulate  # noqa: E402
 from eatsched.sim.env import EATEnv  # noqa: E402
+from eatsched.sim.rollout import simulate  # noqa: E402
 
 TINY = EATConfig(nodes=4, rate=0.1, tasks_per_episode=8)
 TINY_PPO = PPOArgs(num_envs=4, n_steps=64, batch_size=32, n_epochs=4, hidden=(32, 32), eval_every=512,

@@ -1,12 +1,13 @@
 import numpy as np
 import pytest
 
-from eatsched.algos import make_policy, policy_names
+from eatsched.algos import make_policy
 from eatsched.algos.heuristics import AdaptivePolicy
+from eatsched.algos.registry import names as policy_names
 from eatsched.core import kernel
 from eatsched.core.config import EATConfig
-from eatsched.sim.rollout import simulate
 from eatsched.sim.env import EATEnv
+from eatsched.sim.rollout import simulate
 
 
 def immediate_reward(env, action):

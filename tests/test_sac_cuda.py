@@ -9,16 +9,17 @@ import pytest
 torch = pytest.importorskip("torch")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-from eatsched.algos.sac import SACAgent, args_for, make_updater  # noqa: E402
+from eatsched.algos import registry  # noqa: E402
+from eatsched.algos.sac import SACAgent, make_updater  # noqa: E402
+from eatsched.bench.train import _filled_buffer  # noqa: E402
 from eatsched.core.config import EATConfig  # noqa: E402
-from eatsched.experiments.bench_learn import _filled_buffer  # noqa: E402
 
 CFG = EATConfig(nodes=4, queue_len=6)
 
 
 def _losses(algo: str, updates: int, **how) -> np.ndarray:
     """Losses of ``updates`` updates after the updater's 3 warm-up updates (the graph's warm-up is real)."""
-    agent = SACAgent(args_for(algo), CFG.queue_len, CFG.nodes, device="cuda", seed=0)
+    agent = SACAgent(registry.get(algo).default_args(), CFG.queue_len, CFG.nodes, device="cuda", seed=0)
     buf, _, _ = _filled_buffer(agent, CFG, "cuda", rows=40)
     up = make_updater(agent, buf, **how)
     if not how.get("graph", True):

@@ -1,8 +1,10 @@
-"""A NumPy forward of a trained SAC-family policy for single decisions (batch 1).
+"""Single decisions (batch 1) of a SAC-family policy in NumPy, built from the torch modules of ``nets``.
 
 Eager PyTorch spends ~10 us of dispatch per op at batch 1, and EAT's chain is ~60 ops; NumPy on float32 arrays
-with the weights pre-transposed is several times faster. ``tests/test_learned.py`` checks that this path gives the
-same actions as the torch networks for the same chain noise.
+with the weights pre-transposed is several times faster. Every array here is read off a module of ``nets`` by
+attribute (``encoder.blocks[i].qkv``, ``actor.body``), and the input-independent parts (the time embedding, the
+encoder's constant rows) are computed by those modules themselves, so a change to a network that this path does
+not mirror fails loudly here or in ``tests/test_learned.py``'s parity test over every variant.
 """
 
 from __future__ import annotations
@@ -11,6 +13,11 @@ import math
 
 import numba
 import numpy as np
+import torch
+from torch import nn
+
+from ..core.state import KIND_SERVER, KIND_TASK, TOKEN_KIND
+from .nets import AttentionEncoder, DiffusionActor, FlatEncoder, GaussianActor
 
 
 def mish(x: np.ndarray) -> np.ndarray:
@@ -19,80 +26,85 @@ def mish(x: np.ndarray) -> np.ndarray:
     return x * (n / (n + 2.0))
 
 
-def _w(state: dict, name: str) -> np.ndarray:
-    return state[name].detach().cpu().numpy().astype(np.float32)
+def _a(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().float().numpy().copy()
 
 
-def _layer_norm(x: np.ndarray, g: np.ndarray, b: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+def _linear(m: nn.Linear) -> tuple[np.ndarray, np.ndarray | None]:
+    """(W^T, b) of a Linear layer, so that ``x @ W^T + b`` is its forward."""
+    return _a(m.weight).T.copy(), None if m.bias is None else _a(m.bias)
+
+
+def _linears(seq: nn.Sequential) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The Linear layers of an ``nets.mlp`` stack (Linear, Mish, ..., Linear), in order."""
+    return [_linear(m) for m in seq if isinstance(m, nn.Linear)]
+
+
+def _layer_norm(x: np.ndarray, m: tuple, eps: float = 1e-5) -> np.ndarray:
+    g, b = m
     mu = x.mean(-1, keepdims=True)
     var = ((x - mu) ** 2).mean(-1, keepdims=True)
     return (x - mu) / np.sqrt(var + eps) * g + b
 
 
+def _norm(m: nn.LayerNorm) -> tuple[np.ndarray, np.ndarray]:
+    return _a(m.weight), _a(m.bias)
+
+
 class NumpyEncoder:
-    def __init__(self, kind: str, state: dict, token_rows: int, heads: int):
-        self.kind, self.rows, self.heads = kind, token_rows, heads
-        if kind == "flat":
+    """``nets.AttentionEncoder`` or ``nets.FlatEncoder`` on one (rows, 7) token matrix."""
+
+    def __init__(self, encoder: nn.Module):
+        self.flat = isinstance(encoder, FlatEncoder)
+        if self.flat:
             return
-        self.embed_w, self.embed_b = _w(state, "embed.weight").T.copy(), _w(state, "embed.bias")
-        type_w = _w(state, "type_embed.weight")
-        self.base = self.embed_b + type_w[0] + _w(state, "slot_embed")  # everything that is not input-dependent
-        self.type_delta = type_w[1] - type_w[0]
-        self.blocks = []
-        i = 0
-        while f"blocks.{i}.qkv.weight" in state:
-            p = f"blocks.{i}."
-            self.blocks.append({k: (_w(state, p + k).T.copy() if k.endswith("weight") and not k.startswith("norm")
-                                    else _w(state, p + k))
-                                for k in ("norm1.weight", "norm1.bias", "norm2.weight", "norm2.bias", "qkv.weight",
-                                          "qkv.bias", "proj.weight", "proj.bias", "ff1.weight", "ff1.bias",
-                                          "ff2.weight", "ff2.bias")})
-            i += 1
-        self.norm_g, self.norm_b = _w(state, "norm.weight"), _w(state, "norm.bias")
+        if not isinstance(encoder, AttentionEncoder):
+            raise TypeError(f"no single-decision path for encoder {type(encoder).__name__}")
+        self.heads = encoder.heads
+        self.embed_w, embed_b = _linear(encoder.embed)
+        kinds = encoder.type_embed.weight
+        # every row's input-independent part: bias, the task-kind embedding and the slot embedding
+        self.base = embed_b + _a(kinds[int(KIND_TASK)]) + _a(encoder.slot_embed)
+        self.kind_delta = _a(kinds[int(KIND_SERVER)] - kinds[int(KIND_TASK)])
+        self.blocks = [dict(norm1=_norm(b.norm1), norm2=_norm(b.norm2), qkv=_linear(b.qkv), proj=_linear(b.proj),
+                            ff1=_linear(b.ff1), ff2=_linear(b.ff2)) for b in encoder.blocks]
+        self.norm = _norm(encoder.norm)
 
     def __call__(self, tok: np.ndarray) -> np.ndarray:
         """(rows, 7) token matrix -> feature vector."""
-        if self.kind == "flat":
+        if self.flat:
             return tok.reshape(-1)
-        kind = tok[:, 0:1]
-        x = tok @ self.embed_w + self.base + kind * self.type_delta
+        kind = tok[:, TOKEN_KIND : TOKEN_KIND + 1]
+        x = tok @ self.embed_w + self.base + kind * self.kind_delta
         n, d = x.shape
         h, dh = self.heads, d // self.heads
         for p in self.blocks:
-            qkv = (_layer_norm(x, p["norm1.weight"], p["norm1.bias"]) @ p["qkv.weight"] + p["qkv.bias"])
-            q, k, v = qkv.reshape(n, 3, h, dh).transpose(1, 2, 0, 3)  # each (h, n, dh)
+            w, b = p["qkv"]
+            q, k, v = (_layer_norm(x, p["norm1"]) @ w + b).reshape(n, 3, h, dh).transpose(1, 2, 0, 3)
             s = q @ k.transpose(0, 2, 1) / math.sqrt(dh)
             s = np.exp(s - s.max(-1, keepdims=True))
             a = (s / s.sum(-1, keepdims=True)) @ v  # (h, n, dh)
-            x = x + a.transpose(1, 0, 2).reshape(n, d) @ p["proj.weight"] + p["proj.bias"]
-            f = mish(_layer_norm(x, p["norm2.weight"], p["norm2.bias"]) @ p["ff1.weight"] + p["ff1.bias"])
-            x = x + f @ p["ff2.weight"] + p["ff2.bias"]
-        return _layer_norm(x, self.norm_g, self.norm_b).reshape(-1)
+            w, b = p["proj"]
+            x = x + a.transpose(1, 0, 2).reshape(n, d) @ w + b
+            (w1, b1), (w2, b2) = p["ff1"], p["ff2"]
+            x = x + mish(_layer_norm(x, p["norm2"]) @ w1 + b1) @ w2 + b2
+        return _layer_norm(x, self.norm).reshape(-1)
 
 
 class NumpyDiffusionActor:
-    """The reverse chain of ``nets.DiffusionActor`` with the state and time parts of layer 1 precomputed."""
+    """The reverse chain of ``nets.DiffusionActor``, with the state and time parts of layer 1 precomputed."""
 
-    def __init__(self, state: dict, steps: int):
-        self.steps = steps
-        self.in_x = _w(state, "in_x.weight").T.copy()
-        self.in_x_b = _w(state, "in_x.bias")
-        self.in_s = _w(state, "in_s.weight").T.copy()
-        self.body = []
-        i = 0
-        while f"body.{i}.weight" in state:
-            self.body.append((_w(state, f"body.{i}.weight").T.copy(), _w(state, f"body.{i}.bias")))
-            i += 2
-        # the time part of layer 1 does not depend on the input: compute it once
-        tt = _w(state, "time_table")
-        t1 = mish(tt @ _w(state, "time_mlp.0.weight").T + _w(state, "time_mlp.0.bias"))
-        t2 = t1 @ _w(state, "time_mlp.2.weight").T + _w(state, "time_mlp.2.bias")
-        self.temb = (t2 @ _w(state, "in_t.weight").T).astype(np.float32)
-        self.c = {k: _w(state, k) for k in ("sqrt_recip_abar", "sqrt_recipm1_abar", "coef_x0", "coef_xt", "post_std")}
-        self.x0_clip = None
-        self.ls_w, self.ls_b = _w(state, "log_std.weight").T.copy(), _w(state, "log_std.bias")
+    def __init__(self, actor: DiffusionActor):
+        self.steps, self.x0_clip = actor.steps, float(actor.x0_clip)
+        self.in_x, self.in_x_b = _linear(actor.in_x)
+        self.in_s, _ = _linear(actor.in_s)
+        self.body = _linears(actor.body)
+        # the time part of layer 1 does not depend on the input: computed once, by the module itself
+        self.temb = _a(actor.in_t(actor.time_mlp(actor.time_table)))
+        self.c = {k: _a(getattr(actor, k)) for k in ("sqrt_recip_abar", "sqrt_recipm1_abar", "coef_x0", "coef_xt",
+                                                      "post_std")}
 
-    def mean(self, feats: np.ndarray, noise: np.ndarray, start: np.ndarray | None, x0_clip: float) -> np.ndarray:
+    def mean(self, feats: np.ndarray, noise: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
         c = self.c
         x = noise[0] if start is None else start
         cond = feats @ self.in_s + self.in_x_b
@@ -100,14 +112,14 @@ class NumpyDiffusionActor:
             (w_hid, b_hid), (w_out, b_out) = self.body
             return _chain(np.array(x, np.float32), (cond + self.temb).astype(np.float32), self.in_x, w_hid, b_hid,
                           w_out, b_out, c["sqrt_recip_abar"], c["sqrt_recipm1_abar"], c["coef_x0"], c["coef_xt"],
-                          c["post_std"], np.asarray(noise, np.float32), np.float32(x0_clip))
+                          c["post_std"], np.asarray(noise, np.float32), np.float32(self.x0_clip))
         for t in reversed(range(self.steps)):
             h = mish(x @ self.in_x + cond + self.temb[t])
             for j, (w, b) in enumerate(self.body):
                 h = h @ w + b
                 if j < len(self.body) - 1:
                     h = mish(h)
-            x0 = np.clip(c["sqrt_recip_abar"][t] * x - c["sqrt_recipm1_abar"][t] * h, -x0_clip, x0_clip)
+            x0 = np.clip(c["sqrt_recip_abar"][t] * x - c["sqrt_recipm1_abar"][t] * h, -self.x0_clip, self.x0_clip)
             x = c["coef_x0"][t] * x0 + c["coef_xt"][t] * x
             if t > 0:
                 x = x + c["post_std"][t] * noise[t + 1]
@@ -161,16 +173,26 @@ def _chain(x, cond_t, w_in, w_hid, b_hid, w_out, b_out, sqrt_recip_abar, sqrt_re
 
 
 class NumpyGaussianActor:
-    def __init__(self, state: dict):
-        self.trunk = []
-        i = 0
-        while f"trunk.{i}.weight" in state:
-            self.trunk.append((_w(state, f"trunk.{i}.weight").T.copy(), _w(state, f"trunk.{i}.bias")))
-            i += 2
-        self.mean_w, self.mean_b = _w(state, "mean.weight").T.copy(), _w(state, "mean.bias")
+    """``nets.GaussianActor``'s mean: the trunk (every layer followed by Mish), then the mean head."""
 
-    def mean(self, feats: np.ndarray, noise=None, start=None, x0_clip=None) -> np.ndarray:
+    def __init__(self, actor: GaussianActor):
+        self.trunk = _linears(actor.trunk)
+        self.mean_w, self.mean_b = _linear(actor.mean)
+
+    def mean(self, feats: np.ndarray, noise=None, start=None) -> np.ndarray:
         h = feats
         for w, b in self.trunk:
             h = mish(h @ w + b)
         return h @ self.mean_w + self.mean_b
+
+
+def compile_encoder(encoder: nn.Module) -> NumpyEncoder:
+    return NumpyEncoder(encoder)
+
+
+def compile_actor(actor: nn.Module) -> NumpyDiffusionActor | NumpyGaussianActor:
+    if isinstance(actor, DiffusionActor):
+        return NumpyDiffusionActor(actor)
+    if isinstance(actor, GaussianActor):
+        return NumpyGaussianActor(actor)
+    raise TypeError(f"no single-decision path for actor {type(actor).__name__}")

@@ -8,6 +8,7 @@ import numpy as np
 from ..core import kernel
 from ..core.config import EATConfig
 from ..core.policy import Policy
+from ..core.state import TASK_PRESENT, TASK_READY
 
 
 def saturation_steps(cfg: EATConfig) -> int:
@@ -24,7 +25,7 @@ class RandomPolicy(Policy):
     name = "random"
 
     def __init__(self, config: EATConfig, seed: int = 0):
-        super().__init__(config)
+        super().__init__(config, seed)
         self.rng = np.random.default_rng(seed)
 
     def reset(self, seed: int | None = None) -> None:
@@ -41,8 +42,8 @@ class FifoPolicy(Policy):
 
     name = "fifo"
 
-    def __init__(self, config: EATConfig, steps: int | None = None):
-        super().__init__(config)
+    def __init__(self, config: EATConfig, steps: int | None = None, seed: int = 0):
+        super().__init__(config, seed)
         self.steps = steps if steps is not None else saturation_steps(config)
 
     def act(self, observation, info):
@@ -83,8 +84,8 @@ class AdaptivePolicy(Policy):
 
     name = "adaptive"
 
-    def __init__(self, config: EATConfig, high: int = 16, low: int | None = None, per_task: int = 0):
-        super().__init__(config)
+    def __init__(self, config: EATConfig, high: int = 16, low: int | None = None, per_task: int = 0, seed: int = 0):
+        super().__init__(config, seed)
         self.high = min(config.s_max, max(config.s_min, high))
         self.low = low if low is not None else config.s_min
         self.per_task = per_task
@@ -95,16 +96,8 @@ class AdaptivePolicy(Policy):
             return self.wait()
         tok = self.tokens(observation)
         L = self.config.queue_len
-        ready = mask & (tok[:L, 6] > 0.5)
+        ready = mask & (tok[:L, TASK_READY] > 0.5)
         slot = int(np.argmax(ready)) if ready.any() else int(np.argmax(mask))
-        queued = int((tok[:L, 1] > 0.5).sum())
+        queued = int((tok[:L, TASK_PRESENT] > 0.5).sum())
         steps = max(self.low, self.high - self.per_task * max(0, queued - 1))
         return self.launch(slot, steps)
-
-
-HEURISTICS = {
-    "random": RandomPolicy,
-    "fifo": FifoPolicy,
-    "greedy": GreedyPolicy,
-    "adaptive": AdaptivePolicy,
-}

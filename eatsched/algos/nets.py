@@ -1,6 +1,8 @@
 """Networks of the SAC family: encoders (attention over the token matrix, or the flat state), actors (reverse-DDPM
 diffusion denoiser, or Gaussian MLP) and twin critics. EAT and its ablations are combinations of these parts
-(``sac.ALGOS``); all sizes come from ``sac.SACArgs``.
+(``registry.REGISTRY``); all sizes come from ``sac.SACArgs``.
+This is the one definition of each network: training runs it, and the single-decision path (``fastpath``) is
+built from these modules.
 
 Every actor returns the *pre-tanh* mean and log-std; ``squash`` draws the Gaussian sample and applies tanh exactly
 once (the authors' code applied it twice, so steps could never reach s_max; SPEC section 5).
@@ -14,41 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fused
-
-N_FEATURES = 7
-"""columns of the observation's token matrix (``core.state.N_FEATURES``)"""
-
-
-class _Mish(torch.autograd.Function):
-    """Mish, x tanh(softplus(x)), with a hand-written forward and backward: the same function as ``F.mish`` (to
-    float rounding) at a fraction of its CPU time, which otherwise rivals the matmuls of these small networks.
-    With e = exp(x), tanh(softplus(x)) = 1 - 2 / ((1 + e)^2 + 1): one ``exp`` and in-place arithmetic instead of
-    ``softplus`` (not vectorized on the CPU) and ``tanh``; e = inf gives t = 1 exactly. The backward is
-    d/dx = t + x sigmoid(x) (1 - t^2)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        e = torch.exp(x)
-        t = (e + 2.0).mul_(e).add_(2.0).reciprocal_().mul_(-2.0).add_(1.0)
-        ctx.save_for_backward(x, t)
-        return x * t
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, t = ctx.saved_tensors
-        one_minus_t2 = torch.mul(t, t).neg_().add_(1.0)
-        return torch.addcmul(t, one_minus_t2, torch.sigmoid(x).mul_(x)).mul_(grad)
-
-
-def mish(x: torch.Tensor) -> torch.Tensor:
-    """Mish: the hand-written version on the CPU; on GPUs the native one, a single fused kernel each way."""
-    return F.mish(x) if x.is_cuda else _Mish.apply(x)
-
-
-class Mish(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return mish(x)
+from ..core.state import N_FEATURES
 
 
 # --- encoders -------------------------------------------------------------------------------------------------
@@ -80,8 +48,6 @@ class AttentionEncoder(nn.Module):
         self.out_dim = token_rows * d_model
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        if fused.usable(obs):
-            return fused.attention_encoder(self, obs)
         tok = obs.reshape(obs.shape[0], self.rows, N_FEATURES)
         kind = tok[:, :, 0:1]  # 0 = task row, 1 = server row
         x = self.embed(tok) + self.type_embed.weight[0] * (1 - kind) + self.type_embed.weight[1] * kind
@@ -107,7 +73,7 @@ class _Block(nn.Module):
         w = torch.softmax(q @ k.transpose(-1, -2) * (1.0 / math.sqrt(d // self.heads)), dim=-1)
         a = (w @ v).transpose(1, 2).reshape(b, n, d)
         x = x + self.proj(a)
-        return x + self.ff2(mish(self.ff1(self.norm2(x))))
+        return x + self.ff2(F.mish(self.ff1(self.norm2(x))))
 
 
 ENCODERS = {"attention": AttentionEncoder, "flat": FlatEncoder}
@@ -119,7 +85,7 @@ def mlp(sizes: list[int]) -> nn.Sequential:
     for i in range(len(sizes) - 1):
         layers.append(nn.Linear(sizes[i], sizes[i + 1]))
         if i < len(sizes) - 2:
-            layers.append(Mish())
+            layers.append(nn.Mish())
     return nn.Sequential(*layers)
 
 
@@ -130,17 +96,13 @@ class GaussianActor(nn.Module):
                  log_std_max: float, **_):
         super().__init__()
         self.trunk = mlp([state_dim] + [hidden] * layers)
-        self.act = Mish()
+        self.act = nn.Mish()
         self.mean, self.log_std = nn.Linear(hidden, action_dim), nn.Linear(hidden, action_dim)
         self.log_std_min, self.log_std_max = log_std_min, log_std_max
 
     def forward(self, state: torch.Tensor, noise: torch.Tensor | None = None, start: torch.Tensor | None = None,
                 generator: torch.Generator | None = None):
-        linears = [m for m in self.trunk if isinstance(m, nn.Linear)]
-        if fused.usable(state) and linears:  # the trunk is Linear, Mish, ..., Linear, then self.act (Mish)
-            h = fused.mish_mlp(linears, state)
-        else:
-            h = self.act(self.trunk(state))
+        h = self.act(self.trunk(state))
         return self.mean(h), _bound(self.log_std(h), self.log_std_min, self.log_std_max)
 
 
@@ -158,7 +120,7 @@ class DiffusionActor(nn.Module):
                  beta_schedule: str, x0_clip: float, log_std_min: float, log_std_max: float, **_):
         super().__init__()
         self.action_dim, self.steps, self.x0_clip = action_dim, steps, x0_clip
-        self.time_mlp = nn.Sequential(nn.Linear(time_dim, 2 * time_dim), Mish(), nn.Linear(2 * time_dim, time_dim))
+        self.time_mlp = nn.Sequential(nn.Linear(time_dim, 2 * time_dim), nn.Mish(), nn.Linear(2 * time_dim, time_dim))
         self.in_x = nn.Linear(action_dim, hidden)
         self.in_s = nn.Linear(state_dim, hidden, bias=False)
         self.in_t = nn.Linear(time_dim, hidden, bias=False)
@@ -192,9 +154,6 @@ class DiffusionActor(nn.Module):
         x = noise[0] if start is None else start
         cond = self.in_s(state) + self.in_x.bias  # the state part of layer 1, once per chain
         temb = self.in_t(self.time_mlp(self.time_table))  # (steps, hidden): the time part, once per chain
-        if fused.usable(state):
-            mean = fused.diffusion_chain(self, cond, temb, x, noise)
-            return mean, _bound(self.log_std(mean), self.log_std_min, self.log_std_max)
         # layer 1 at step t is one addmm: [x_t, onehot(t)] @ [W_x; temb] + cond. Adding temb[t] as a matmul
         # row keeps autograd from materializing a (steps, B, hidden) gradient for a per-step slice.
         w_aug = torch.cat([self.in_x.weight.t(), temb], dim=0)
@@ -202,7 +161,7 @@ class DiffusionActor(nn.Module):
         for t in reversed(range(self.steps)):
             a, b, c0, ct, std = self._coef[t]
             x_aug = torch.cat([x, onehot[t].expand(x.shape[0], self.steps)], dim=1)
-            eps = self.body(mish(torch.addmm(cond, x_aug, w_aug)))
+            eps = self.body(F.mish(torch.addmm(cond, x_aug, w_aug)))
             x0 = torch.add(x * a, eps, alpha=-b).clamp(-self.x0_clip, self.x0_clip)
             x = torch.add(x0 * c0, x, alpha=ct)
             if t > 0:
@@ -268,11 +227,9 @@ class TwinCritic(nn.Module):
         weights, biases = list(self.weights), list(self.biases)
         if not weight_grads:
             weights, biases = [w.detach() for w in weights], [b.detach() for b in biases]
-        if fused.usable(x):
-            return fused.twin_critic(weights, biases, x)
         h = torch.baddbmm(biases[0], x.expand(2, *x.shape), weights[0])
         for w, b in zip(weights[1:], biases[1:], strict=True):
-            h = torch.baddbmm(b, mish(h), w)
+            h = torch.baddbmm(b, F.mish(h), w)
         return h.squeeze(-1)
 
 

@@ -25,17 +25,10 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from ..core.config import EATConfig
-from ..sim.vector import BatchedEATEnv
 from ..core.policy import Policy
-from .baseline_common import (
-    EVAL_LOG_COLUMNS,
-    TRAIN_LOG_COLUMNS,
-    Budget,
-    CsvLog,
-    check_compatible,
-    evaluate,
-    resolve_checkpoint,
-)
+from ..sim.vector import BatchedEATEnv
+from . import registry
+from .training import EVAL_COLUMNS, TRAIN_COLUMNS, Budget, CsvLog, validate
 
 ALGO = "ppo"
 
@@ -169,8 +162,8 @@ class _TrainMonitor(BaseCallback):
     def __init__(self, config: EATConfig, out: Path, args: PPOArgs, budget: Budget, progress: bool):
         super().__init__()
         self.config, self.args, self.budget = config, args, budget
-        self.train_log = CsvLog(out / "train_log.csv", TRAIN_LOG_COLUMNS)
-        self.eval_log = CsvLog(out / "eval_log.csv", EVAL_LOG_COLUMNS)
+        self.train_log = CsvLog(out / "train_log.csv", TRAIN_COLUMNS)
+        self.eval_log = CsvLog(out / "eval_log.csv", EVAL_COLUMNS)
         self.returns: list[float] = []
         self.lengths: list[int] = []
         self.episodes = 0
@@ -238,7 +231,7 @@ class _TrainMonitor(BaseCallback):
     def _evaluate(self) -> None:
         self.last_eval = self.num_timesteps
         self.evaluated_updates = self.model._n_updates
-        row = evaluate(PPOPolicy(self.config, self.model), self.config, self.args.eval_episodes)
+        row = validate(PPOPolicy(self.config, self.model), self.config, self.args.eval_episodes)
         self.eval_log.write(step=self.num_timesteps, **row)
         for k, v in row.items():
             self.model.logger.record(f"eval/{k}", v)
@@ -256,10 +249,14 @@ def _global_rng_preserved():
         torch.set_rng_state(states[2])
 
 
-def train_ppo(config: EATConfig, out, *, steps: int | None = None, minutes: float | None = None, seed: int = 0,
-              device: str = "cpu", progress: bool = True, args: PPOArgs | None = None) -> Path:
-    """Train PPO on ``config``; returns ``out/policy.zip`` (written also when stopped early or by Ctrl-C)."""
-    args = args or PPOArgs()
+def train_ppo(algo: str, config: EATConfig, out, *, steps: int | None = None, minutes: float | None = None,
+              seed: int = 0, device: str = "cpu", progress: bool = True, resume: bool = False,
+              overrides: dict | None = None) -> Path:
+    """Train PPO on ``config``; returns ``out/policy.zip`` (written also when stopped early or by Ctrl-C).
+    ``overrides``: ``PPOArgs`` fields."""
+    if resume:
+        raise ValueError("--resume: a PPO run cannot be resumed (SB3 keeps no replayable state); start a new --out")
+    args = PPOArgs(**(overrides or {}))
     budget = Budget(steps, minutes, default_steps=args.default_steps)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -293,9 +290,8 @@ def train_ppo(config: EATConfig, out, *, steps: int | None = None, minutes: floa
     return path
 
 
-def load_ppo(config: EATConfig, checkpoint=None, seed: int = 0) -> Policy:
-    """The PPO policy of a ``policy.zip`` (``checkpoint=None``: the shipped one for ``config.nodes``)."""
-    path = resolve_checkpoint(ALGO, config, checkpoint, "zip")
+def load_ppo(algo: str, config: EATConfig, path: Path, seed: int = 0) -> Policy:
+    """The PPO policy of a ``policy.zip`` (``registry.make_policy`` finds the file)."""
     try:
         model = PPO.load(path, device="cpu")
     except Exception as e:  # SB3 raises many kinds on a foreign or damaged file
@@ -303,5 +299,5 @@ def load_ppo(config: EATConfig, checkpoint=None, seed: int = 0) -> Policy:
     saved = getattr(model, "eat_config", None)
     if not isinstance(saved, dict):
         raise ValueError(f"{path} is an SB3 model without an embedded eatsched config; retrain it with `eat train`")
-    check_compatible(ALGO, saved, config, path, getattr(model, "eat_algo", None))
+    registry.check_compatible(algo, saved, config, path, getattr(model, "eat_algo", None))
     return PPOPolicy(config, model)

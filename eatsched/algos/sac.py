@@ -1,7 +1,8 @@
 """One soft actor-critic core for EAT, EAT-A, EAT-D, EAT-DA and LAD-TS (SPEC section 3), in plain PyTorch.
 
-The five algorithms differ only in the encoder and the actor (``ALGOS``); every hyperparameter is a field of
-``SACArgs`` with the paper's value as default (Tables VII, VIII; lr and weight decay from the authors' code).
+The five algorithms differ only in the encoder and the actor (their ``variant`` in ``registry.REGISTRY``); every
+hyperparameter is a field of ``SACArgs`` with the paper's value as default (Tables VII, VIII; lr and weight decay
+from the authors' code).
 The update reads like the equations (CleanRL ``sac_continuous_action.py``): target under ``no_grad``, one block
 each for critic, actor and temperature, soft update last. It runs unchanged on the CPU or, captured as one
 CUDA graph together with the replay sampling, on a GPU (``GraphedUpdate``).
@@ -31,6 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._memory import retain_freed_memory
+from ..core.config import parse_field_values
+from ..core.kernel import MAX_PATCHES
+from ..core.state import SERVER_IDLE, TASK_CAN_START, TASK_PATCHES, TASK_READY
 from .nets import ACTORS, ENCODERS, TwinCritic, squash
 
 
@@ -124,28 +128,36 @@ class SACArgs:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-ALGOS: dict[str, dict] = {
-    "eat": dict(encoder="attention", actor="diffusion"),
-    "eat-a": dict(encoder="flat", actor="diffusion"),
-    "eat-d": dict(encoder="attention", actor="gaussian"),
-    "eat-da": dict(encoder="flat", actor="gaussian"),
-    "lad-ts": dict(encoder="flat", actor="diffusion", latent_memory=True),
-}
-"""The SAC family as (encoder, actor) combinations (SPEC section 3 table)."""
-
-
 def parse_overrides(items) -> dict:
     """``eat train --sac KEY=VALUE`` strings as ``SACArgs`` overrides (``ConfigError``, a ValueError, names a bad
     key or value)."""
-    from ..core.config import parse_field_values  # noqa: PLC0415
-
     return parse_field_values(SACArgs, items, "--sac", "SAC hyperparameter")
 
 
-def args_for(algo: str, **overrides) -> SACArgs:
-    if algo not in ALGOS:
-        raise ValueError(f"unknown SAC-family algorithm {algo!r}; choose from {', '.join(ALGOS)}")
-    return SACArgs(**{**ALGOS[algo], **overrides})
+def build_policy_nets(args: SACArgs, queue_len: int, nodes: int) -> tuple[nn.Module, nn.Module]:
+    """The deployable part of an agent, encoder and actor, with the sizes ``args`` and the cluster give."""
+    token_rows, action_dim = queue_len + nodes, 2 + queue_len
+    encoder = ENCODERS[args.encoder](token_rows, d_model=args.d_model, heads=args.heads, layers=args.attn_layers)
+    actor = ACTORS[args.actor](encoder.out_dim, action_dim, hidden=args.hidden, layers=args.layers,
+                               time_dim=args.time_dim, steps=args.diffusion_steps, beta_schedule=args.beta_schedule,
+                               x0_clip=args.x0_clip, log_std_min=args.log_std_min, log_std_max=args.log_std_max)
+    return encoder, actor
+
+
+def context_key(obs, queue_len: int, nodes: int):
+    """LAD-TS decision context of token matrices (..., L + N, 7), NumPy or torch alike (see the module docstring):
+    (startable visible tasks, idle servers, patch-count class of the oldest task, some task can start warm)."""
+    L = queue_len
+    startable = obs[..., :L, TASK_CAN_START].sum(-1).round()
+    idle = obs[..., L:, SERVER_IDLE].sum(-1).round()
+    k = (obs[..., 0, TASK_PATCHES] * MAX_PATCHES).round()
+    k_class = sum(k >= v for v in (1, 2, 4, 8))  # log2(k) + 1 for k = 1, 2, 4, 8; 0 for an empty slot
+    ready = obs[..., :L, TASK_READY].sum(-1) > 0
+    return ((startable * (nodes + 1) + idle) * 5 + k_class) * 2 + ready
+
+
+def context_count(queue_len: int, nodes: int) -> int:
+    return (queue_len + 1) * (nodes + 1) * 5 * 2
 
 
 class Batch(NamedTuple):
@@ -233,17 +245,10 @@ class SACAgent(nn.Module):
         self.token_rows, self.action_dim = queue_len + nodes, 2 + queue_len
         with torch.random.fork_rng(devices=[]):  # initial weights from the seed, global RNG untouched
             torch.manual_seed(seed)
-            self.encoder = ENCODERS[args.encoder](self.token_rows, d_model=args.d_model, heads=args.heads,
-                                                  layers=args.attn_layers)
-            sd = self.encoder.out_dim
-            self.actor = ACTORS[args.actor](sd, self.action_dim, hidden=args.hidden, layers=args.layers,
-                                            time_dim=args.time_dim, steps=args.diffusion_steps,
-                                            beta_schedule=args.beta_schedule, x0_clip=args.x0_clip,
-                                            log_std_min=args.log_std_min, log_std_max=args.log_std_max)
-            self.critic = TwinCritic(sd, self.action_dim, args.critic_hidden, args.critic_layers)
-            n_ctx = (queue_len + 1) * (nodes + 1) * 5 * 2
-            self.register_buffer("memory", torch.randn(n_ctx, self.action_dim) if args.latent_memory
-                                 else torch.zeros(0, self.action_dim))
+            self.encoder, self.actor = build_policy_nets(args, queue_len, nodes)
+            self.critic = TwinCritic(self.encoder.out_dim, self.action_dim, args.critic_hidden, args.critic_layers)
+            self.register_buffer("memory", torch.randn(context_count(queue_len, nodes), self.action_dim)
+                                 if args.latent_memory else torch.zeros(0, self.action_dim))
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = nn.Parameter(torch.tensor(math.log(args.alpha)), requires_grad=args.autotune)
@@ -262,23 +267,13 @@ class SACAgent(nn.Module):
         self.target = [*self.target_encoder.parameters(), *self.target_critic.parameters()]
 
     # --- acting -----------------------------------------------------------------------------------------
-    def context_key(self, obs: torch.Tensor) -> torch.Tensor:
-        """LAD-TS decision context of each observation (see the module docstring)."""
-        L = self.queue_len
-        startable = obs[:, :L, 5].sum(1).round().long()
-        idle = obs[:, L:, 1].sum(1).round().long()
-        k = (obs[:, 0, 3] * 8).round()
-        k_class = torch.where(k > 0, torch.log2(k.clamp(min=1)) + 1, torch.zeros_like(k)).long().clamp(0, 4)
-        ready = (obs[:, :L, 6].sum(1) > 0).long()
-        return ((startable * (self.nodes + 1) + idle) * 5 + k_class) * 2 + ready
-
     def policy(self, obs: torch.Tensor, feats: torch.Tensor | None = None, noise: torch.Tensor | None = None):
         """Pre-tanh mean and log-std of the action distribution (and the LAD-TS context keys, or None)."""
         if feats is None:
             feats = self.encoder(obs)
         keys = start = None
         if self.args.latent_memory:
-            keys = self.context_key(obs)
+            keys = context_key(obs, self.queue_len, self.nodes).long()
             start = self.memory[keys]
         mean, log_std = self.actor(feats, noise=noise, start=start, generator=self.generator)
         return mean, log_std, keys
@@ -295,7 +290,7 @@ class SACAgent(nn.Module):
 
     def masked(self, action: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         """Scores of visible tasks that cannot start do not affect the env; the critics see -1 there."""
-        can_start = obs[:, : self.queue_len, 5] > 0.5
+        can_start = obs[:, : self.queue_len, TASK_CAN_START] > 0.5
         return torch.cat([action[:, :2], torch.where(can_start, action[:, 2:], -1.0)], dim=1)
 
     # --- learning ---------------------------------------------------------------------------------------

@@ -33,20 +33,12 @@ import numpy as np
 from gymnasium.utils import seeding
 
 from ..core.config import EATConfig
+from ..core.policy import Policy
+from ..core.seeds import SEARCH_TRAIN_SEED0
 from ..core.workload import make_arrivals
 from ..sim.vector import BatchedEATEnv
-from ..core.policy import Policy
-from .baseline_common import (
-    EVAL_LOG_COLUMNS,
-    TRAIN_LOG_COLUMNS,
-    Budget,
-    CsvLog,
-    check_compatible,
-    evaluate,
-    resolve_checkpoint,
-)
-
-ALGOS = ("genetic", "harmony")
+from . import registry
+from .training import EVAL_COLUMNS, TRAIN_COLUMNS, Budget, CsvLog, tensorboard, validate
 
 
 @dataclass(frozen=True)
@@ -57,8 +49,8 @@ class SearchArgs:
     """length of the open-loop action sequence (steps)"""
     train_seeds: int = 16
     """number of fixed training workloads the fitness averages over"""
-    first_train_seed: int = 1000
-    """workload seeds first_train_seed .. + train_seeds - 1 (disjoint from `eat simulate`'s 0.. and eval's 10000..)"""
+    first_train_seed: int = SEARCH_TRAIN_SEED0
+    """workload seeds first_train_seed .. + train_seeds - 1 (``core.seeds``: disjoint from validation and held out)"""
     # --- genetic (PyGAD) ---
     population: int = 64
     """genetic: solutions per population"""
@@ -194,9 +186,9 @@ class _Run:
     def __init__(self, algo: str, config: EATConfig, out: Path, args: SearchArgs, budget: Budget, progress: bool):
         self.algo, self.config, self.out, self.args, self.budget = algo, config, out, args, budget
         self.fitness = SequenceFitness(config, range(args.first_train_seed, args.first_train_seed + args.train_seeds))
-        self.train_log = CsvLog(out / "train_log.csv", TRAIN_LOG_COLUMNS)
-        self.eval_log = CsvLog(out / "eval_log.csv", EVAL_LOG_COLUMNS)
-        self.tb = _tensorboard(out / "tb")
+        self.train_log = CsvLog(out / "train_log.csv", TRAIN_COLUMNS)
+        self.eval_log = CsvLog(out / "eval_log.csv", EVAL_COLUMNS)
+        self.tb = tensorboard(out / "tb")
         self.best = np.zeros((args.horizon, config.action_dim), np.float32)
         self.best_fitness = -np.inf
         self.initial_best = -np.inf
@@ -224,7 +216,7 @@ class _Run:
         if due:
             self._last_eval_step = f.env_steps
             policy = SequencePolicy(self.config, self.best, self.algo, self.best_fitness)
-            row = evaluate(policy, self.config, self.args.eval_episodes)
+            row = validate(policy, self.config, self.args.eval_episodes)
             self.eval_log.write(step=f.env_steps, **row)
             if self.tb is not None:
                 for k, v in row.items():
@@ -343,12 +335,14 @@ def _run_harmony(run: _Run, seed: int, max_improvisations: int | None) -> None:
 
 
 def train_search(algo: str, config: EATConfig, out, *, steps: int | None = None, minutes: float | None = None,
-                 seed: int = 0, progress: bool = True, args: SearchArgs | None = None) -> Path:
+                 seed: int = 0, device: str = "cpu", progress: bool = True, resume: bool = False,
+                 overrides: dict | None = None) -> Path:
     """Run Genetic or Harmony search on ``config``; write ``out/policy.npz``, ``train_log.csv``, ``eval_log.csv``
-    and TensorBoard files under ``out/tb/``. Returns the checkpoint path."""
-    if algo not in ALGOS:
-        raise ValueError(f"unknown search algorithm {algo!r}; choose from {', '.join(ALGOS)}")
-    args = args or SearchArgs()
+    and TensorBoard files under ``out/tb/``. Returns the checkpoint path. ``overrides``: ``SearchArgs`` fields;
+    ``device`` is unused (the search runs the simulator only)."""
+    if resume:
+        raise ValueError(f"--resume: a {algo} run cannot be resumed; start a new --out")
+    args = SearchArgs(**(overrides or {}))
     budget = Budget(steps, minutes)  # both None: only the paper's generation / improvisation count below
     paper_budget = steps is None and minutes is None
     out = Path(out)
@@ -380,11 +374,8 @@ def save_sequence(path: Path, algo: str, config: EATConfig, sequence: np.ndarray
     return path
 
 
-def load_search(algo: str, config: EATConfig, checkpoint=None, seed: int = 0) -> Policy:
-    """The sequence policy of a ``policy.npz`` (``checkpoint=None``: the shipped one for ``config.nodes``)."""
-    if algo not in ALGOS:
-        raise ValueError(f"unknown search algorithm {algo!r}; choose from {', '.join(ALGOS)}")
-    path = resolve_checkpoint(algo, config, checkpoint, "npz")
+def load_search(algo: str, config: EATConfig, path: Path, seed: int = 0) -> Policy:
+    """The sequence policy of a ``policy.npz`` (``registry.make_policy`` finds the file)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             saved = json.loads(str(z["config"]))
@@ -393,16 +384,8 @@ def load_search(algo: str, config: EATConfig, checkpoint=None, seed: int = 0) ->
             fitness = float(z["best_fitness"])
     except (KeyError, ValueError, OSError) as e:
         raise ValueError(f"{path} is not a {algo} checkpoint ({e})") from None
-    check_compatible(algo, saved, config, path, saved_algo)
+    registry.check_compatible(algo, saved, config, path, saved_algo)
     return SequencePolicy(config, sequence, algo, fitness)
-
-
-def _tensorboard(logdir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - optional
-    except ImportError:
-        return None
-    return SummaryWriter(str(logdir))
 
 
 def _progress_bar(enabled: bool, description: str):

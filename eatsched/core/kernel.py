@@ -21,7 +21,32 @@ import numba as nb
 import numpy as np
 from numba.core.cpu import CPUTargetOptions
 
-from .state import ACTIVE, DONE, FUTURE, NO_GROUP, NO_MODEL, QUEUED, RUNNING, TERMINATED, TRUNCATED
+from .state import (
+    ACTIVE,
+    DONE,
+    FUTURE,
+    KIND_SERVER,
+    KIND_TASK,
+    NO_GROUP,
+    NO_MODEL,
+    QUEUED,
+    RUNNING,
+    SERVER_BUSY_FOR,
+    SERVER_GROUP,
+    SERVER_IDLE,
+    SERVER_MODEL,
+    SERVER_SPEED,
+    SERVER_UP,
+    TASK_CAN_START,
+    TASK_MODEL,
+    TASK_PATCHES,
+    TASK_PRESENT,
+    TASK_READY,
+    TASK_WAIT,
+    TERMINATED,
+    TOKEN_KIND,
+    TRUNCATED,
+)
 
 jit = nb.njit(cache=True, nogil=True, error_model="numpy")
 jit_inline = nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
@@ -516,13 +541,13 @@ def build_obs(servers, tasks, clock, p, out):
                 if key < 63:
                     ready |= np.int64(1) << np.int64(key)
         rem = (busy_until - t) * inv_ts
-        row[0] = 1.0
-        row[1] = 1.0 if is_idle else 0.0
-        row[2] = 0.0 if rem <= 0.0 else (rem if rem < tmax else tmax)
-        row[3] = (s.model + 1) * inv_models
-        row[4] = s.group_size * inv_n
-        row[5] = s.speed * inv_speed
-        row[6] = 1.0 if s.up == 1 else 0.0
+        row[TOKEN_KIND] = KIND_SERVER
+        row[SERVER_IDLE] = 1.0 if is_idle else 0.0
+        row[SERVER_BUSY_FOR] = 0.0 if rem <= 0.0 else (rem if rem < tmax else tmax)
+        row[SERVER_MODEL] = (s.model + 1) * inv_models
+        row[SERVER_GROUP] = s.group_size * inv_n
+        row[SERVER_SPEED] = s.speed * inv_speed
+        row[SERVER_UP] = 1.0 if s.up == 1 else 0.0
     r = 0
     for i in range(clock.head, clock.n_arrived):
         if r == L:
@@ -539,13 +564,13 @@ def build_obs(servers, tasks, clock, p, out):
             has_group = (ready >> np.int64(key)) & 1 == 1
         else:
             has_group = find_reuse_group(servers, t, k, task.model) >= 0
-        row[0] = 0.0
-        row[1] = 1.0
-        row[2] = w if w < tmax else tmax
-        row[3] = k * (1.0 / MAX_PATCHES)
-        row[4] = (task.model + 1) * inv_models
-        row[5] = 1.0 if can else 0.0
-        row[6] = 1.0 if can and has_group else 0.0
+        row[TOKEN_KIND] = KIND_TASK
+        row[TASK_PRESENT] = 1.0
+        row[TASK_WAIT] = w if w < tmax else tmax
+        row[TASK_PATCHES] = k * (1.0 / MAX_PATCHES)
+        row[TASK_MODEL] = (task.model + 1) * inv_models
+        row[TASK_CAN_START] = 1.0 if can else 0.0
+        row[TASK_READY] = 1.0 if can and has_group else 0.0
         r += 1
     for q in range(r, L):
         row = out[q]
@@ -593,7 +618,7 @@ def _write_info(tasks, clock, out, reward):
 def _write_mask(obs, mask):
     """Action mask: visible tasks that can start now (the observation's can-start column)."""
     for q in range(mask.shape[0]):
-        mask[q] = obs[q, 5] == 1.0
+        mask[q] = obs[q, TASK_CAN_START] == 1.0
 
 
 @jit

@@ -33,7 +33,8 @@ class Policy:
     name = "policy"
     needs_state = False
 
-    def __init__(self, config: EATConfig):
+    def __init__(self, config: EATConfig, seed: int = 0):
+        """``seed``: where a policy draws random numbers, its first stream (deterministic policies ignore it)."""
         self.config = config
         self.view: StateView | None = None
 

@@ -103,7 +103,48 @@ PARAMS = np.dtype(
 )
 
 N_FEATURES = 7
-"""Columns of the token matrix: a type column (0 task, 1 server) then six features (see sim.env)."""
+"""Columns of the token matrix: the kind column, then six features whose meaning depends on the row's kind. Code
+names them by the constants below, never by number."""
+
+TOKEN_KIND = 0
+"""0 for a task row (and an empty task slot), 1 for a server row"""
+KIND_TASK, KIND_SERVER = 0.0, 1.0
+
+# task rows (the first queue_len rows, oldest visible task first; an empty slot is all zeros)
+TASK_PRESENT = 1
+"""1 for a visible task"""
+TASK_WAIT = 2
+"""time waited so far / time_scale (capped at time_limit / time_scale)"""
+TASK_PATCHES = 3
+"""patch count k / MAX_PATCHES"""
+TASK_MODEL = 4
+"""(model + 1) / n_models"""
+TASK_CAN_START = 5
+"""1 if enough servers are idle to start it now (the action mask)"""
+TASK_READY = 6
+"""1 if it can start now without a cold start: an idle group of exactly k servers holds its model"""
+
+# server rows (the last N rows, one per server)
+SERVER_IDLE = 1
+"""1 if up and not busy"""
+SERVER_BUSY_FOR = 2
+"""remaining busy time / time_scale"""
+SERVER_MODEL = 3
+"""(loaded model + 1) / n_models (0: none)"""
+SERVER_GROUP = 4
+"""size of its group / N (0: ungrouped)"""
+SERVER_SPEED = 5
+"""speed / fastest speed"""
+SERVER_UP = 6
+"""1 if the server is up"""
+
+
+def observation_high(cfg: EATConfig) -> np.ndarray:
+    """Upper bound of every token-matrix entry (the lower bound is 0): 1, except the two time columns."""
+    high = np.ones((cfg.token_rows, N_FEATURES), np.float32)
+    high[: cfg.queue_len, TASK_WAIT] = cfg.time_limit / cfg.time_scale
+    high[cfg.queue_len :, SERVER_BUSY_FOR] = cfg.time_limit / cfg.time_scale
+    return high
 
 
 def make_params(cfg: EATConfig) -> np.ndarray:

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..algos import HEURISTICS, LEARNED
+from ..algos import registry
 from ..core.config import EATConfig
+from ..core.seeds import HELD_OUT_SEED0
 
 GRIDS: dict[str, tuple[tuple[int, tuple[float, ...]], ...]] = {
     "paper": (
@@ -38,17 +39,12 @@ GRIDS: dict[str, tuple[tuple[int, tuple[float, ...]], ...]] = {
 }
 """Experiment grids: (nodes, arrival rates). ``paper`` is the paper's Tables IX-XII grid (SPEC section 3)."""
 
-DEFAULT_ALGOS = ("eat", "eat-a", "eat-d", "eat-da", "lad-ts", "ppo", "genetic", "harmony",
-                 "random", "greedy", "fifo", "adaptive")
-"""The paper's schedulers in its table order, then ours (``fifo``, ``adaptive``)."""
+DEFAULT_ALGOS = registry.names()
+"""Every registered scheduler, in the registry's order (the paper's table order, then the hand-written ones)."""
 
-EVAL_SEED0 = 2_000_000
-"""First held-out workload seed: cell episodes use seeds EVAL_SEED0 .. EVAL_SEED0 + K - 1. Disjoint from every
-seed range the other parts of the project use: `eat simulate`'s default 0.., the search baselines' training
-seeds 1000.. and periodic evaluation 10,000.., the SAC trainer's periodic evaluation 1,000,000.. (its
-training draws from the batched env's own stream). So no policy was trained or selected on these workloads."""
-
-CHECKPOINT_EXTS = ("pt", "zip", "npz")
+EVAL_SEED0 = HELD_OUT_SEED0
+"""First held-out workload seed: cell episodes use seeds EVAL_SEED0 .. EVAL_SEED0 + K - 1 (``core.seeds``: no
+policy was trained or selected on these workloads)."""
 
 METRICS: dict[str, tuple[str, str, str]] = {
     # table name: (summary key, title, number format)
@@ -130,15 +126,9 @@ class EvalSettings:
 
 
 def checkpoint_path(algo: str, nodes: int, checkpoints: Path | None) -> str | None:
-    """``DIR/{algo}-n{nodes}.{pt|zip|npz}`` for a learned algorithm under ``--checkpoints DIR`` (None: the
-    shipped checkpoint, which ``make_policy`` resolves itself). Heuristics have none."""
-    if algo not in LEARNED or checkpoints is None:
-        return None
-    for ext in CHECKPOINT_EXTS:
-        p = Path(checkpoints) / f"{algo}-n{nodes}.{ext}"
-        if p.is_file():
-            return str(p)
-    raise FileNotFoundError(f"no checkpoint {algo}-n{nodes}.{{{','.join(CHECKPOINT_EXTS)}}} in {checkpoints}")
+    """``--checkpoints DIR``'s file for a learned algorithm (None: the shipped one; heuristics have none)."""
+    path = registry.checkpoint_in(algo, nodes, checkpoints)
+    return None if path is None else str(path)
 
 
 def _file_digest(path: str | None) -> str | None:
@@ -151,21 +141,9 @@ def _file_digest(path: str | None) -> str | None:
     return h.hexdigest()
 
 
-def _shipped_checkpoint(algo: str, nodes: int) -> str | None:
-    """The shipped checkpoint file of a learned algorithm, if any (to fingerprint it)."""
-    if algo not in LEARNED:
-        return None
-    base = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
-    for ext in CHECKPOINT_EXTS:
-        p = base / f"{algo}-n{nodes}.{ext}"
-        if p.is_file():
-            return str(p)
-    return None
-
-
 def fingerprint(cell: Cell, cfg: EATConfig, seed0: int, seeds: int, checkpoint: str | None) -> str:
     """What a stored cell must match to be reused: algorithm, full config, seeds and checkpoint bytes."""
-    ckpt = checkpoint or _shipped_checkpoint(cell.algo, cell.nodes)
+    ckpt = checkpoint or registry.shipped_or_none(cell.algo, cell.nodes)
     blob = json.dumps({"algo": cell.algo, "config": cfg.to_dict(), "seed0": seed0, "seeds": seeds,
                        "checkpoint": _file_digest(ckpt)}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -173,11 +151,10 @@ def fingerprint(cell: Cell, cfg: EATConfig, seed0: int, seeds: int, checkpoint: 
 
 def probe(algo: str, cfg: EATConfig, checkpoints: Path | None) -> tuple[str | None, str | None]:
     """(checkpoint, None) if ``algo`` can run on ``cfg``'s cluster, else (None, reason to skip it)."""
-    from ..algos import make_policy  # noqa: PLC0415
 
     try:
         ckpt = checkpoint_path(algo, cfg.nodes, checkpoints)
-        make_policy(algo, cfg, checkpoint=ckpt, seed=0)
+        registry.make_policy(algo, cfg, checkpoint=ckpt, seed=0)
     except (ImportError, ValueError, FileNotFoundError, OSError, KeyError, RuntimeError) as e:
         return None, f"{type(e).__name__}: {e}"
     return ckpt, None
@@ -185,13 +162,12 @@ def probe(algo: str, cfg: EATConfig, checkpoints: Path | None) -> tuple[str | No
 
 def run_cell(cell: Cell, cfg: EATConfig, seed0: int, seeds: int, checkpoint: str | None) -> dict:
     """Run one cell (top level so a process pool can call it): ``simulate`` over seeds seed0.. seed0+K-1."""
-    from ..algos import make_policy  # noqa: PLC0415
     from ..sim.rollout import simulate  # noqa: PLC0415
 
     t0 = time.perf_counter()
     # warm-up on a throwaway policy and seed, so compile/cache loading is not timed as decision time
-    simulate(make_policy(cell.algo, cfg, checkpoint=checkpoint, seed=seed0), cfg, 1, seed0 - 1)
-    policy = make_policy(cell.algo, cfg, checkpoint=checkpoint, seed=seed0)
+    simulate(registry.make_policy(cell.algo, cfg, checkpoint=checkpoint, seed=seed0), cfg, 1, seed0 - 1)
+    policy = registry.make_policy(cell.algo, cfg, checkpoint=checkpoint, seed=seed0)
     res = simulate(policy, cfg, seeds, seed0)
     summary = res.summary()
     episodes = [{k: float(e[k]) for k in EPISODE_KEYS if k in e} | {"seed": int(e["seed"])} for e in res.episodes]
@@ -244,10 +220,9 @@ def evaluate(settings: EvalSettings, out: Path, *, warn: Callable[[str], None] =
     t_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    unknown = [a for a in settings.algos if a not in HEURISTICS and a not in LEARNED]
+    unknown = [a for a in settings.algos if a not in registry.REGISTRY]
     if unknown:
-        raise ValueError(f"unknown algorithm(s) {', '.join(unknown)}; choose from "
-                         f"{', '.join(tuple(HEURISTICS) + LEARNED)}")
+        raise ValueError(f"unknown algorithm(s) {', '.join(unknown)}; choose from {', '.join(registry.names())}")
     if settings.seeds < 1:
         raise ValueError("seeds: must be >= 1")
 
@@ -258,7 +233,8 @@ def evaluate(settings: EvalSettings, out: Path, *, warn: Callable[[str], None] =
     for algo in settings.algos:
         for nodes, rates in settings.grid_cells():
             cfg_n = settings.base.replace(nodes=nodes, rate=rates[0])
-            ckpt, reason = (None, None) if algo in HEURISTICS else probe(algo, cfg_n, settings.checkpoints)
+            ckpt, reason = ((None, None) if not registry.get(algo).learned
+                            else probe(algo, cfg_n, settings.checkpoints))
             if reason is not None:
                 reason = reason.splitlines()[0][:200]
                 skipped[f"{algo}-n{nodes}"] = reason

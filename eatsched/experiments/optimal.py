@@ -29,9 +29,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..algos import registry
 from ..core import kernel
 from ..core.config import EATConfig
 from ..core.invariants import check_schedule
+from ..core.seeds import HELD_OUT_SEED0
 from ..core.state import DONE, TASK
 from ..core.workload import Workload
 
@@ -357,10 +359,9 @@ def response_lower_bound(cfg: EATConfig, w: Workload) -> float:
 # --- comparisons ----------------------------------------------------------------------------------------------
 def run_scheduler(name: str, cfg: EATConfig, seed: int, checkpoint: str | None = None) -> tuple[np.ndarray, float]:
     """(task records, simulator episode reward) of scheduler ``name`` on the instance of ``seed``."""
-    from ..algos import make_policy  # noqa: PLC0415
     from ..sim.rollout import simulate  # noqa: PLC0415
 
-    res = simulate(make_policy(name, cfg, checkpoint=checkpoint, seed=seed), cfg, 1, seed)
+    res = simulate(registry.make_policy(name, cfg, checkpoint=checkpoint, seed=seed), cfg, 1, seed)
     return res.task_records[0], float(res.episodes[0]["reward"])
 
 
@@ -368,13 +369,12 @@ def compare_on_instance(cfg: EATConfig, seed: int, names: Sequence[str], *, node
                         warn: Callable[[str], None] | None = None, checkpoints=None) -> dict:
     """Solve the instance of ``seed`` for both objectives and measure every scheduler's gap to it.
     ``checkpoints``: a ``--checkpoints`` folder for learned schedulers (None: the shipped ones)."""
-    from .evaluate import checkpoint_path  # noqa: PLC0415
 
     w = instance(cfg, seed)
     runs = {}
     for name in names:
         try:
-            runs[name] = run_scheduler(name, cfg, seed, checkpoint_path(name, cfg.nodes, checkpoints))
+            runs[name] = run_scheduler(name, cfg, seed, registry.checkpoint_in(name, cfg.nodes, checkpoints))
         except (ImportError, ValueError, FileNotFoundError, OSError) as e:
             if warn is None:
                 raise
@@ -404,7 +404,7 @@ def compare_on_instance(cfg: EATConfig, seed: int, names: Sequence[str], *, node
 
 
 def gap_study(names: Sequence[str], *, instances: int = 5, nodes: int = 4, tasks: int = 5, rate: float = 0.05,
-              seed0: int = 2_000_000, node_limit: int = 2_000_000,
+              seed0: int = HELD_OUT_SEED0, node_limit: int = 2_000_000,
               warn: Callable[[str], None] | None = None, checkpoints=None) -> list[dict]:
     """Mean optimality gaps of every scheduler over ``instances`` small instances (seeds seed0..)."""
     cfg = EATConfig(nodes=nodes, rate=rate, tasks_per_episode=tasks)

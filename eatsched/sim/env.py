@@ -9,7 +9,16 @@ from gymnasium import spaces
 from ..core import kernel
 from ..core.config import EATConfig
 from ..core.metrics import summarize, task_log
-from ..core.state import ACTIVE, N_FEATURES, TERMINATED, TRUNCATED, allocate, make_params, make_time_tables
+from ..core.state import (
+    ACTIVE,
+    N_FEATURES,
+    TERMINATED,
+    TRUNCATED,
+    allocate,
+    make_params,
+    make_time_tables,
+    observation_high,
+)
 from ..core.workload import Workload, make_arrivals
 
 
@@ -117,9 +126,7 @@ class EATEnv(gym.Env):
         self.episode_return = 0.0
 
         self.action_space = spaces.Box(-1.0, 1.0, (cfg.action_dim,), np.float32)
-        high = np.ones((cfg.token_rows, N_FEATURES), np.float32)
-        tmax = cfg.time_limit / cfg.time_scale
-        high[:, 2] = tmax
+        high = observation_high(cfg)
         shape = (cfg.token_rows, N_FEATURES)
         if flat:
             high, shape = high.reshape(-1), (cfg.token_rows * N_FEATURES,)

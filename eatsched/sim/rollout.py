@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..core.policy import Policy
 from ..core.config import EATConfig
 from ..core.metrics import summarize, task_log
+from ..core.policy import Policy
 from .env import EATEnv
 
 

@@ -21,7 +21,7 @@ from .._memory import retain_freed_memory
 from ..core import kernel
 from ..core.config import EATConfig
 from ..core.metrics import summarize
-from ..core.state import N_FEATURES, allocate, make_params, make_time_tables
+from ..core.state import N_FEATURES, allocate, make_params, make_time_tables, observation_high
 from ..core.workload import make_arrivals
 
 
@@ -95,8 +95,7 @@ class BatchedEATEnv(VectorEnv):
                                     np.empty(num_envs, np.bool_), np.empty(num_envs, np.bool_), self._ended_idx)
 
         single_act = spaces.Box(-1.0, 1.0, (cfg.action_dim,), np.float32)
-        high = np.ones((cfg.token_rows, N_FEATURES), np.float32)
-        high[:, 2] = cfg.time_limit / cfg.time_scale
+        high = observation_high(cfg)
         if flat:
             high = high.reshape(-1)
         single_obs = spaces.Box(np.zeros_like(high), high, high.shape, np.float32)

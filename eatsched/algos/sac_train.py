@@ -1,21 +1,19 @@
-"""Training entry point (``eat train``): the SAC family here, PPO and the search baselines delegated.
-
-The SAC loop collects from ``BatchedEATEnv`` (``num_envs`` clusters per policy forward), stores transitions in a
-replay buffer on the training device and runs ``utd`` gradient updates per env step. Outputs under ``out``:
+"""The SAC family's training loop (``eat train --algo eat|eat-a|eat-d|eat-da|lad-ts``), CleanRL-style: collect from
+``BatchedEATEnv`` (``num_envs`` clusters per policy forward), store transitions in a replay buffer on the training
+device, run ``utd`` gradient updates per env step. Outputs under ``out``:
 
 * ``policy.pt``: the deployable policy (encoder + actor + config; ``eat simulate --checkpoint``),
-* ``best_policy.pt``: the policy at the periodic evaluation with the highest mean reward so far (on the
-  evaluation seeds from ``EVAL_SEED0``, disjoint from the held-out seeds of ``eat evaluate``): off-policy
+* ``best_policy.pt``: the policy at the periodic evaluation with the highest mean reward so far (on the validation
+  seeds, ``core.seeds.VALIDATION_SEED0``, disjoint from the held-out seeds of ``eat evaluate``): off-policy
   training does not improve monotonically, and a short run often peaks before its end,
 * ``train_state.pt``: everything ``--resume`` needs (networks, critics, optimizers, counters, RNG states; the
   replay buffer is not saved: a resumed run refills it with ``learning_starts`` steps of warm-up actions),
-* ``train_log.csv`` / ``eval_log.csv`` (columns in ``TRAIN_COLUMNS`` / ``EVAL_COLUMNS``) and TensorBoard files
-  in ``tb/`` (``train/...``, ``eval/...``, ``losses/...``, ``charts/SPS``).
+* ``train_log.csv`` / ``eval_log.csv`` (``training.TRAIN_COLUMNS`` / ``EVAL_COLUMNS``) and TensorBoard files in
+  ``tb/`` (``train/...``, ``eval/...``, ``losses/...``, ``charts/SPS``).
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import time
@@ -23,36 +21,24 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from ..core.config import EATConfig
-
-TRAIN_COLUMNS = ("step", "episodes", "episode_reward", "episode_length", "loss_actor", "loss_critic", "alpha",
-                 "wall_s")
-EVAL_COLUMNS = ("step", "mean_reward", "mean_quality", "mean_response_s", "efficiency")
-EVAL_SEED0 = 1_000_000
-"""Held-out workload seeds of the periodic evaluation (training draws from the batched env's own stream)."""
-ALGO_NAMES = ("eat", "eat-a", "eat-d", "eat-da", "lad-ts", "ppo", "genetic", "harmony")
-
-
-def train(algo: str, config: EATConfig, out: str | Path, *, steps: int | None = None, minutes: float | None = None,
-          seed: int = 0, device: str = "cpu", progress: bool = True, resume: bool = False, **sac_overrides) -> Path:
-    """Train ``algo`` on ``config``; returns the checkpoint path written under ``out``."""
-    algo = algo.lower()
-    if algo not in ALGO_NAMES:
-        raise ValueError(f"unknown algorithm {algo!r}; choose from {', '.join(ALGO_NAMES)}")
-    if steps is not None and minutes is not None:
-        raise ValueError("give a budget in steps or in minutes, not both")
-    if algo == "ppo":
-        from ..algos.ppo import train_ppo  # noqa: PLC0415 - branch `baselines`
-
-        return train_ppo(config, out, steps=steps, minutes=minutes, seed=seed, device=device, progress=progress)
-    if algo in ("genetic", "harmony"):
-        from ..algos.search import train_search  # noqa: PLC0415 - branch `baselines`
-
-        return train_search(algo, config, out, steps=steps, minutes=minutes, seed=seed, progress=progress)
-    return train_sac(algo, config, out, steps=steps, minutes=minutes, seed=seed, device=device, progress=progress,
-                     resume=resume, **sac_overrides)
-
+from ..core.seeds import VALIDATION_SEED0
+from ..sim.vector import BatchedEATEnv
+from . import registry
+from .sac import ReplayBuffer, SACAgent, SACArgs, graph_path_label, make_updater
+from .sac_policy import SACPolicy, save_policy_checkpoint
+from .training import (
+    EVAL_COLUMNS,
+    TRAIN_COLUMNS,
+    Budget,
+    CsvLog,
+    best_logged_reward,
+    progress_bar,
+    tensorboard,
+    validate,
+)
 
 DEFAULT_SAC_STEPS = 300_000
 """Env steps when neither steps nor minutes is given."""
@@ -60,28 +46,16 @@ DEFAULT_SAC_STEPS = 300_000
 
 def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | None = None,
               minutes: float | None = None, seed: int = 0, device: str = "cpu", progress: bool = True,
-              resume: bool = False, on_log: Callable[[dict], None] | None = None, **overrides) -> Path:
-    import torch  # noqa: PLC0415
-
-    from ..algos import fused  # noqa: PLC0415
-    from ..algos.learned import SACPolicy, save_policy_checkpoint  # noqa: PLC0415
-    from ..algos.sac import (  # noqa: PLC0415
-        ReplayBuffer,
-        SACAgent,
-        SACArgs,
-        args_for,
-        graph_path_label,
-        make_updater,
-    )
-    from ..sim.vector import BatchedEATEnv  # noqa: PLC0415
-    from ..sim.rollout import simulate  # noqa: PLC0415
-
+              resume: bool = False, overrides: dict | None = None, on_log: Callable[[dict], None] | None = None
+              ) -> Path:
+    """Train ``algo`` (one of the SAC family) on ``config``; returns the checkpoint path written under ``out``.
+    ``overrides``: ``SACArgs`` fields on top of the algorithm's defaults (or of a resumed run's own)."""
+    overrides = dict(overrides or {})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda: CUDA is not available in this torch build / machine")
-    if steps is None and minutes is None:
-        steps = DEFAULT_SAC_STEPS
+    budget = Budget(steps, minutes, default_steps=DEFAULT_SAC_STEPS)
     dev = torch.device(device)
     start_step = episodes_done = 0
     wall0 = 0.0
@@ -98,14 +72,14 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
             raise ValueError(f"--resume: {state_path} was trained with nodes={saved_cfg.nodes}, "
                              f"queue_len={saved_cfg.queue_len}; the requested config differs")
     # a resumed run keeps its own hyperparameters (network sizes included); this call's overrides go on top
-    args = SACArgs.from_dict({**st["args"], **overrides}) if st is not None else args_for(algo, **overrides)
+    args = (SACArgs.from_dict({**st["args"], **overrides}) if st is not None
+            else registry.get(algo).default_args(**overrides))
     agent = SACAgent(args, config.queue_len, config.nodes, device=dev, seed=seed)
     if st is not None:
         agent.load_full_state(st["agent"])
         start_step, episodes_done, wall0 = st["step"], st["episodes"], st["wall_s"]
-    # how updates run: the fused CPU kernels, a captured CUDA graph, or plain autograd (same function)
-    update_path = (graph_path_label(args.gpu_compile, args.gpu_tf32) if dev.type == "cuda"
-                   else "fused cpu" if fused.FUSED_ENABLED else "autograd")
+    # how updates run: a captured CUDA graph, or plain autograd
+    update_path = graph_path_label(args.gpu_compile, args.gpu_tf32) if dev.type == "cuda" else "autograd"
     (out / "config.json").write_text(json.dumps({"algo": algo, "seed": seed, "device": device,
                                                  "update_path": update_path,
                                                  "config": config.to_dict(), "args": args.to_dict()},
@@ -120,23 +94,21 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
     updater = None
     warmup = _warmup_actor(args, config, envs, rng)
 
-    writer = _tensorboard(out / "tb")
+    writer = tensorboard(out / "tb")
     if writer is not None:
         writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(
             f"|{k}|{v}|" for k, v in {**args.to_dict(), "algo": algo, "nodes": config.nodes,
                                        "rate": config.rate, "seed": seed}.items()))
-    train_log = _CsvLog(out / "train_log.csv", TRAIN_COLUMNS, append=resume)
-    eval_log = _CsvLog(out / "eval_log.csv", EVAL_COLUMNS, append=resume)
+    train_log = CsvLog(out / "train_log.csv", TRAIN_COLUMNS, append=resume)
+    eval_log = CsvLog(out / "eval_log.csv", EVAL_COLUMNS, append=resume)
 
-    best_reward = _best_logged_reward(out / "eval_log.csv") if resume else -math.inf
+    best_reward = best_logged_reward(out / "eval_log.csv") if resume else -math.inf
 
     def evaluate(step: int) -> dict:
         nonlocal best_reward
-        pol = SACPolicy(config, algo, args, _policy_state(agent), seed=EVAL_SEED0)
-        s = simulate(pol, config, args.eval_episodes, EVAL_SEED0).summary()
-        row = {"step": step, "mean_reward": s["mean_reward"], "mean_quality": s["mean_quality"],
-               "mean_response_s": s["mean_response_s"], "efficiency": s["efficiency"]}
-        eval_log.write(row)
+        pol = SACPolicy(config, algo, args, _policy_state(agent), seed=VALIDATION_SEED0)
+        row = {"step": step, **validate(pol, config, args.eval_episodes)}
+        eval_log.write(**row)
         if row["mean_reward"] > best_reward:
             best_reward = row["mean_reward"]
             label = (f"{algo}, {config.nodes} nodes, rate {config.rate}, best evaluation at {step} env steps "
@@ -158,10 +130,7 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
         tmp.replace(state_path)
         return p
 
-    total = steps if steps is not None else None
-    deadline = time.perf_counter() + 60.0 * minutes if minutes is not None else None
     step = start_step
-    end_step = start_step + steps if steps is not None else None
     recent_rewards: list[float] = []
     recent_lengths: list[int] = []
     ep_len = np.zeros(args.num_envs, np.int64)
@@ -171,17 +140,12 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
     next_log, next_eval, next_ckpt = step + args.log_every, step + args.eval_every, step + args.checkpoint_every
     last_eval: dict = {}
     last_row_step = -1
-    t0 = time.perf_counter()
+    t0 = budget.start = time.perf_counter()
     sps_t, sps_step = t0, step
 
-    bar = _progress(progress, algo, total if total is not None else int(60 * minutes), minutes is not None)
-    with bar as prog:
-        task = prog.add_task(algo, total=(end_step - start_step) if end_step else 60.0 * minutes, reward="-",
-                             eval="-")
-        while True:
-            now = time.perf_counter()
-            if (end_step is not None and step >= end_step) or (deadline is not None and now >= deadline):
-                break
+    with progress_bar(progress, "reward", "eval") as prog:
+        task = prog.add_task(f"{algo} N={config.nodes} rate={config.rate}", total=1.0, reward="-", eval="-")
+        while not budget.exhausted(step - start_step):
             if step < learning_starts:
                 actions = warmup(obs)
             else:
@@ -212,7 +176,7 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
                 next_log += args.log_every
                 row = _train_row(step, episodes_done, recent_rewards, recent_lengths, losses, agent,
                                  wall0 + time.perf_counter() - t0)
-                train_log.write(row)
+                train_log.write(**row)
                 last_row_step = step
                 now = time.perf_counter()
                 sps = (step - sps_step) / max(1e-9, now - sps_t)
@@ -236,9 +200,9 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
             if step >= next_ckpt:
                 next_ckpt += args.checkpoint_every
                 save(step)
-            prog.update(task, completed=(step - start_step) if end_step else time.perf_counter() - t0)
+            prog.update(task, completed=budget.fraction(step - start_step))
     if last_row_step != step:
-        train_log.write(_train_row(step, episodes_done, recent_rewards, recent_lengths, losses, agent,
+        train_log.write(**_train_row(step, episodes_done, recent_rewards, recent_lengths, losses, agent,
                                    wall0 + time.perf_counter() - t0))
     if not last_eval or last_eval["step"] != step:
         evaluate(step)
@@ -250,25 +214,14 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
     return path
 
 
-def _best_logged_reward(path: Path) -> float:
-    """Highest mean reward in an existing eval_log.csv (a resumed run keeps its best policy unless beaten)."""
-    try:
-        with path.open() as f:
-            return max((float(r["mean_reward"]) for r in csv.DictReader(f)), default=-math.inf)
-    except (OSError, ValueError, KeyError):
-        return -math.inf
-
-
 def _warmup_actor(args, config: EATConfig, envs, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
     """Actions of the warm-up steps: uniform (``warmup_policy="random"``), or a hand-written scheduler's
     decision per env plus Gaussian noise, so that the first updates learn from competent transitions."""
     if args.warmup_policy == "random":
         return lambda obs: rng.uniform(-1.0, 1.0, (len(obs), config.action_dim)).astype(np.float32)
-    from ..algos.heuristics import HEURISTICS  # noqa: PLC0415
-
     if args.warmup_policy not in ("adaptive", "fifo"):  # greedy needs the scheduler state, not an observation
         raise ValueError(f"warmup_policy: random, adaptive or fifo, got {args.warmup_policy!r}")
-    pol = HEURISTICS[args.warmup_policy](config)
+    pol = registry.make_policy(args.warmup_policy, config)
 
     def act(obs: np.ndarray) -> np.ndarray:
         masks = envs.action_masks
@@ -294,38 +247,3 @@ def _train_row(step, episodes, rewards, lengths, losses, agent, wall_s) -> dict:
             "episode_reward": float(np.mean(rewards)) if rewards else "",
             "episode_length": float(np.mean(lengths)) if lengths else "",
             "loss_actor": la, "loss_critic": lc, "alpha": agent.alpha, "wall_s": round(wall_s, 3)}
-
-
-class _CsvLog:
-    def __init__(self, path: Path, columns: tuple, append: bool):
-        new = not (append and path.exists())
-        self.f = path.open("a" if not new else "w", newline="")
-        self.w = csv.DictWriter(self.f, fieldnames=columns)
-        if new:
-            self.w.writeheader()
-
-    def write(self, row: dict) -> None:
-        self.w.writerow(row)
-        self.f.flush()
-
-    def close(self) -> None:
-        self.f.close()
-
-
-def _tensorboard(path: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415
-    except ImportError:  # tensorboard not installed: CSV logs only
-        return None
-    return SummaryWriter(str(path))
-
-
-def _progress(enabled: bool, algo: str, total, by_time: bool):
-    from rich.console import Console  # noqa: PLC0415
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn  # noqa: PLC0415
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                    TextColumn("{task.completed:,.0f}/{task.total:,.0f} " + ("s" if by_time else "steps")),
-                    TextColumn("reward {task.fields[reward]}"), TextColumn("eval {task.fields[eval]}"),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=Console(stderr=True), disable=not enabled,
-                    transient=False)

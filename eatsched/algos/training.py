@@ -1,8 +1,7 @@
-"""What the baseline trainers (PPO, Genetic, Harmony) share: budgets, the contract's CSV logs, held-out
-evaluation, and finding / checking checkpoints.
+"""What every trainer (SAC family, PPO, Genetic, Harmony) shares: budgets, the CSV logs, the periodic evaluation
+on validation seeds, TensorBoard and the progress bar.
 
-The log columns and the checkpoint rules are cross-branch contracts (``eat evaluate`` reads the logs,
-``algos.learned`` loads the checkpoints); keep them exactly.
+The log columns are a contract (``eat evaluate`` and the training plots read them); keep them exactly.
 """
 
 from __future__ import annotations
@@ -14,27 +13,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.config import EATConfig
+from ..core.seeds import VALIDATION_SEED0
 
-TRAIN_LOG_COLUMNS = ("step", "episodes", "episode_reward", "episode_length", "loss_actor", "loss_critic", "alpha",
+TRAIN_COLUMNS = ("step", "episodes", "episode_reward", "episode_length", "loss_actor", "loss_critic", "alpha",
                      "wall_s")
 """``out/train_log.csv``: one row per log interval; an empty cell where a column does not apply."""
-EVAL_LOG_COLUMNS = ("step", "mean_reward", "mean_quality", "mean_response_s", "efficiency")
+EVAL_COLUMNS = ("step", "mean_reward", "mean_quality", "mean_response_s", "efficiency")
 """``out/eval_log.csv``: periodic evaluation on held-out workload seeds."""
-EVAL_SEED = 10_000
-"""First held-out workload seed of the periodic evaluation (training never uses seeds from here on)."""
-CHECKPOINT_DIR = Path(__file__).resolve().parent.parent / "data" / "checkpoints"
-"""Where shipped checkpoints live: ``{algo}-n{nodes}.{ext}``."""
 
 
 class CsvLog:
     """Append-only CSV with a fixed header; flushed after every row so a killed run keeps its log."""
 
-    def __init__(self, path: Path, columns: tuple[str, ...]):
+    def __init__(self, path: Path, columns: tuple[str, ...], append: bool = False):
         self.columns = columns
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("w", newline="")
+        new = not (append and path.exists())
+        self._file = path.open("w" if new else "a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=columns, extrasaction="raise")
-        self._writer.writeheader()
+        if new:
+            self._writer.writeheader()
         self._file.flush()
 
     def write(self, **row) -> None:
@@ -88,8 +86,9 @@ class Budget:
         return min(1.0, max(parts))
 
 
-def evaluate(policy, config: EATConfig, episodes: int, seed: int = EVAL_SEED) -> dict:
-    """Mean reward and the paper's metrics of ``policy`` on workload seeds ``seed .. seed + episodes - 1``."""
+def validate(policy, config: EATConfig, episodes: int, seed: int = VALIDATION_SEED0) -> dict:
+    """The periodic evaluation of every trainer: mean reward and the paper's metrics of ``policy`` on the validation
+    seeds ``seed .. seed + episodes - 1`` (one ``eval_log.csv`` row, without its step)."""
     from ..sim.rollout import simulate  # noqa: PLC0415
 
     s = simulate(policy, config, episodes, seed).summary()
@@ -97,31 +96,33 @@ def evaluate(policy, config: EATConfig, episodes: int, seed: int = EVAL_SEED) ->
             "mean_response_s": s["mean_response_s"], "efficiency": s["efficiency"]}
 
 
-def resolve_checkpoint(algo: str, config: EATConfig, checkpoint: str | Path | None, ext: str) -> Path:
-    """The checkpoint to load: the given path, else the shipped ``{algo}-n{nodes}.{ext}``."""
-    if checkpoint is not None:
-        path = Path(checkpoint)
-        if path.is_dir():
-            path = path / f"policy.{ext}"
-        if not path.is_file():
-            raise FileNotFoundError(f"{algo} checkpoint {str(path)!r} does not exist")
-        return path
-    path = CHECKPOINT_DIR / f"{algo}-n{config.nodes}.{ext}"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no shipped {algo} checkpoint for {config.nodes} nodes ({path.name}); train one with "
-            f"`eat train --algo {algo} --nodes {config.nodes} --rate {config.rate} --out runs/{algo}-n{config.nodes}` "
-            f"and pass --checkpoint runs/{algo}-n{config.nodes}/policy.{ext}")
-    return path
+def best_logged_reward(path: Path) -> float:
+    """Highest mean reward in an existing eval_log.csv (a resumed run keeps its best policy unless beaten)."""
+    try:
+        with path.open() as f:
+            return max((float(r["mean_reward"]) for r in csv.DictReader(f)), default=-math.inf)
+    except (OSError, ValueError, KeyError):
+        return -math.inf
 
 
-def check_compatible(algo: str, saved: dict, config: EATConfig, path: Path, saved_algo: str | None = None) -> None:
-    """A checkpoint's network / sequence sizes depend on nodes and queue length: refuse a mismatch clearly."""
-    if saved_algo is not None and saved_algo != algo:
-        raise ValueError(f"{path} holds a {saved_algo!r} policy, not {algo!r}")
-    for key in ("nodes", "queue_len"):
-        if saved.get(key) != getattr(config, key):
-            raise ValueError(
-                f"{path} was trained with {key}={saved.get(key)}, but the requested cluster has "
-                f"{key}={getattr(config, key)}; a {algo} policy only runs on the size it was trained for "
-                f"(train one with `eat train --algo {algo} --nodes {config.nodes} --rate {config.rate} --out DIR`)")
+def tensorboard(path: Path):
+    """A TensorBoard writer, or None where tensorboard is not installed (the CSV logs are always written)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: PLC0415 - optional
+    except ImportError:
+        return None
+    return SummaryWriter(str(path))
+
+
+def progress_bar(enabled: bool, *fields: str, unit: str = ""):
+    """The trainers' Rich progress bar on stderr: description, bar, ``completed/total unit`` (when ``unit``), one
+    column per live field (e.g. ``reward``), elapsed and remaining time. ``disable`` when not wanted."""
+    from rich.console import Console  # noqa: PLC0415
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn  # noqa: PLC0415
+
+    columns = [TextColumn("[bold]{task.description}"), BarColumn()]
+    if unit:
+        columns.append(TextColumn("{task.completed:,.0f}/{task.total:,.0f} " + unit))
+    columns += [TextColumn(f"{f} {{task.fields[{f}]}}") for f in fields]
+    columns += [TimeElapsedColumn(), TimeRemainingColumn()]
+    return Progress(*columns, console=Console(stderr=True), disable=not enabled, transient=False)

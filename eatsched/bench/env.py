@@ -1,4 +1,4 @@
-"""Throughput benchmarks of the simulator (``eat bench env``)."""
+"""``eat bench env``: simulator throughput, single and batched."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""Benchmarks of the learned schedulers: ``eat bench train`` (gradient updates/s, FLOPs per update, fraction of
-the machine's measured matmul rate, env-steps/s while training) and ``eat bench decide`` (single-decision
-latency of every policy)."""
+"""``eat bench train``: gradient updates/s of the SAC family, FLOPs per update, the fraction of the machine's
+measured matmul rate, and env-steps/s while training."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ from ..core.config import EATConfig
 AUTHORS_UPDATES_PER_S_CPU = 6.8
 """Authors' EAT training (tianshou SAC, batch 512) on the 2-core CPU machine (SPEC section 6)."""
 AUTHORS_UPDATES_PER_S_H100 = 18.0
-AUTHORS_DECISION_MS = 3.3
 
 
 def matmul_rate(device: str = "cpu", n: int = 2048, seconds: float = 2.0) -> float:
@@ -105,22 +103,15 @@ def matmul_floor(agent, buffer, reps: int = 30) -> dict:
 
 
 def bench_update(algo: str, config: EATConfig, device: str = "cpu", seconds: float = 5.0, graph: bool | None = None,
-                 peak_gflops: float | None = None, fused_path: bool = True, gpu_fast: bool = True) -> dict:
+                 peak_gflops: float | None = None, gpu_fast: bool = True) -> dict:
     """Gradient updates/s of ``algo`` at batch 512 (replay sampling included), with its FLOPs and the fraction of
     the matmul ceiling ``peak_gflops``, then env-steps/s of the training loop (act + step + store + ``utd``
     updates). On the CPU, given ``peak_gflops``, the fraction is instead the median over rounds of ~1 s, each
     against the ceiling measured just before it (the range comes with it).
-    ``fused_path=False`` measures the CPU reference (autograd over torch ops) instead of ``algos/fused.py``;
     ``gpu_fast=False`` captures the plain update on CUDA (no torch.compile, no TF32)."""
-    from ..algos import fused  # noqa: PLC0415
-
-    old, fused.FUSED_ENABLED = fused.FUSED_ENABLED, fused_path
-    try:
-        row = _bench_update(algo, config, device, seconds, graph, peak_gflops, gpu_fast)
-    finally:
-        fused.FUSED_ENABLED = old
+    row = _bench_update(algo, config, device, seconds, graph, peak_gflops, gpu_fast)
     if not device.startswith("cuda"):
-        row["path"] = "fused" if fused_path else "autograd"
+        row["path"] = "autograd"
     return row
 
 
@@ -128,9 +119,10 @@ def _bench_update(algo: str, config: EATConfig, device: str, seconds: float, gra
                   peak_gflops: float | None, gpu_fast: bool = True) -> dict:
     import torch  # noqa: PLC0415
 
-    from ..algos.sac import SACAgent, args_for, make_updater  # noqa: PLC0415
+    from ..algos import registry  # noqa: PLC0415
+    from ..algos.sac import SACAgent, make_updater  # noqa: PLC0415
 
-    agent = SACAgent(args_for(algo), config.queue_len, config.nodes, device=device, seed=0)
+    agent = SACAgent(registry.get(algo).default_args(), config.queue_len, config.nodes, device=device, seed=0)
     buf, envs, obs = _filled_buffer(agent, config, device)
     flops = update_flops(agent, buf)
     updater = make_updater(agent, buf, graph, compile=None if gpu_fast else False, tf32=None if gpu_fast else False)
@@ -202,9 +194,11 @@ def fixed_cost_ms(algo: str, config: EATConfig, seconds: float = 1.0) -> float:
     """ms of one CPU update at batch 8, where the matmuls and elementwise work are ~1/64 of batch 512's: what an
     update costs whatever its size (Python, op dispatch, kernel launches, the optimizer's pass over the
     parameters)."""
-    from ..algos.sac import SACAgent, args_for, make_updater  # noqa: PLC0415
+    from ..algos import registry  # noqa: PLC0415
+    from ..algos.sac import SACAgent, make_updater  # noqa: PLC0415
 
-    agent = SACAgent(args_for(algo, batch_size=8), config.queue_len, config.nodes, device="cpu", seed=0)
+    args = registry.get(algo).default_args(batch_size=8)
+    agent = SACAgent(args, config.queue_len, config.nodes, device="cpu", seed=0)
     buf, _, _ = _filled_buffer(agent, config, "cpu", rows=16)
     updater = make_updater(agent, buf)
     for _ in range(3):
@@ -214,64 +208,3 @@ def fixed_cost_ms(algo: str, config: EATConfig, seconds: float = 1.0) -> float:
         updater()
         n += 1
     return (time.perf_counter() - t0) / n * 1e3
-
-
-def bench_decide(config: EATConfig, decisions: int = 2000, seed: int = 0) -> list[dict]:
-    """p50/p99 latency of ``policy.act`` at batch 1 on observations of a real episode stream, every policy."""
-    from ..algos import HEURISTICS, make_policy, policy_names  # noqa: PLC0415
-    from ..algos.learned import SAC_FAMILY, SACPolicy, shipped_path  # noqa: PLC0415
-    from ..sim.env import EATEnv  # noqa: PLC0415
-
-    rows = []
-    for name in policy_names():
-        label = "hand-written" if name in HEURISTICS else "shipped"
-        try:
-            if name in SAC_FAMILY and not shipped_path(name, config.nodes).exists():
-                pol, label = SACPolicy.untrained(name, config, seed), "untrained"
-            else:
-                pol = make_policy(name, config, seed=seed)
-        except (ImportError, FileNotFoundError, ValueError) as e:
-            rows.append({"policy": name, "note": f"skipped: {str(e).splitlines()[0][:100]}"})
-            continue
-        rows.append({"policy": name, "label": label, **_latency(pol, EATEnv(config), decisions, seed)})
-    rows.append({"policy": "eat (torch eager)", "label": "untrained", **_latency(
-        _TorchEager("eat", config, seed), EATEnv(config), min(decisions, 500), seed)})
-    return rows
-
-
-def _latency(pol, env, decisions: int, seed: int) -> dict:
-    if pol.needs_state:
-        pol.attach(env.state_arrays)
-    obs, info = env.reset(seed=seed)
-    pol.reset(seed=seed)
-    times = np.empty(decisions)
-    for i in range(decisions):
-        t0 = time.perf_counter()
-        a = pol.act(obs, info)
-        times[i] = time.perf_counter() - t0
-        obs, _, te, tr, info = env.step(a)
-        if te or tr:
-            obs, info = env.reset()
-    return {"p50_ms": float(np.percentile(times, 50) * 1e3), "p99_ms": float(np.percentile(times, 99) * 1e3),
-            "decisions": decisions}
-
-
-class _TorchEager:
-    """EAT's torch network at batch 1 (what the NumPy path replaces), for comparison."""
-
-    needs_state = False
-
-    def __init__(self, algo: str, config: EATConfig, seed: int):
-        import torch  # noqa: PLC0415
-
-        from ..algos.sac import SACAgent, args_for  # noqa: PLC0415
-
-        self.torch = torch
-        self.agent = SACAgent(args_for(algo), config.queue_len, config.nodes, seed=seed)
-
-    def reset(self, seed=None):
-        pass
-
-    def act(self, obs, info):
-        with self.torch.inference_mode():
-            return self.agent.act(self.torch.from_numpy(obs)[None], deterministic=True)[0].numpy()
