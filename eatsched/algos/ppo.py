@@ -300,4 +300,6 @@ def load_ppo(algo: str, config: EATConfig, path: Path, seed: int = 0) -> Policy:
     if not isinstance(saved, dict):
         raise ValueError(f"{path} is an SB3 model without an embedded eatsched config; retrain it with `eat train`")
     registry.check_compatible(algo, saved, config, path, getattr(model, "eat_algo", None))
-    return PPOPolicy(config, model)
+    policy = PPOPolicy(config, model)
+    policy.trained_config = saved
+    return policy

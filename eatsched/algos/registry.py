@@ -119,6 +119,22 @@ def make_policy(name: str, config: EATConfig, *, checkpoint: str | Path | None =
     return make(algo.name, config, resolve_checkpoint(algo.name, config, checkpoint), seed)
 
 
+def outside_training(policy: Policy, config: EATConfig) -> str | None:
+    """A warning when a learned policy is run at an arrival rate outside the range it was trained on (None if
+    inside, or if the policy is hand-written)."""
+    if policy.trained_config is None:
+        return None
+    try:
+        lo, hi = EATConfig.from_dict(policy.trained_config).rate_span
+    except ValueError:  # a configuration this version cannot rebuild (e.g. a trace that is not here)
+        return None
+    if lo - 1e-12 <= config.rate <= hi + 1e-12:
+        return None
+    trained = f"{lo:g}" if lo == hi else f"{lo:g}-{hi:g}"
+    return (f"{policy.name} was trained at rate {trained} tasks/s and is evaluated at {config.rate:g}: outside the "
+            f"training range, its numbers say little about what it learned")
+
+
 def train(name: str, config: EATConfig, out: str | Path, *, steps: int | None = None, minutes: float | None = None,
           seed: int = 0, device: str = "cpu", progress: bool = True, resume: bool = False,
           overrides: dict | None = None) -> Path:

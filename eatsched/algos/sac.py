@@ -105,6 +105,10 @@ class SACArgs:
     (``adaptive``, ``fifo``) whose actions, with Gaussian noise ``warmup_noise``, seed the replay buffer"""
     warmup_noise: float = 0.3
     """std of the noise on a hand-written warm-up policy's actions (clipped to [-1, 1])"""
+    bc_updates: int = 0
+    """behaviour-cloning warm start: the first ``bc_updates`` updates train the actor to reproduce the replay's
+    actions (those of the warm-up scheduler, ``warmup_policy``) while the critics learn its values as usual; plain
+    SAC follows (0 = off, the paper's method)"""
     log_every: int = 2_000
     """env steps between rows of train_log.csv"""
     eval_every: int = 5_000
@@ -294,9 +298,10 @@ class SACAgent(nn.Module):
         return torch.cat([action[:, :2], torch.where(can_start, action[:, 2:], -1.0)], dim=1)
 
     # --- learning ---------------------------------------------------------------------------------------
-    def update(self, b: Batch) -> torch.Tensor:
+    def update(self, b: Batch, clone: bool = False) -> torch.Tensor:
         """One gradient update of critics, actor (and alpha), then the soft target update. Returns the
-        losses (critic, actor, alpha) as one tensor, without a host sync."""
+        losses (critic, actor, alpha) as one tensor, without a host sync. ``clone``: the actor learns to reproduce
+        the batch's actions instead (behaviour cloning; the critics and the temperature update as usual)."""
         alpha = self.log_alpha.exp().detach()
 
         # critic: y = r + gamma^n (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s'))
@@ -316,8 +321,11 @@ class SACAgent(nn.Module):
         feats = feats.detach()
         mean, log_std, _ = self.policy(b.obs, feats)
         action, log_prob = squash(mean, log_std, self.generator)
-        q_pi = self.critic(feats, self.masked(action, b.obs), weight_grads=False).min(0).values
-        actor_loss = (alpha * log_prob - q_pi).mean()
+        if clone:  # the deterministic action tanh(mean) towards the stored one
+            actor_loss = (torch.tanh(mean) - b.action).pow(2).sum(-1).mean()
+        else:
+            q_pi = self.critic(feats, self.masked(action, b.obs), weight_grads=False).min(0).values
+            actor_loss = (alpha * log_prob - q_pi).mean()
         self.actor_opt.zero_grad(set_to_none=False)
         actor_loss.backward(inputs=self.actor_params)
         self.actor_opt.step()

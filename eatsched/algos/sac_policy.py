@@ -79,8 +79,10 @@ class SACPolicy(Policy):
         ckpt = read_checkpoint(path)
         algo = ckpt["algo"]
         registry.check_compatible(expect_algo or algo, ckpt["config"], config, path, saved_algo=algo)
-        return cls(config, algo, SACArgs.from_dict(ckpt["args"]), ckpt["policy"], seed=seed,
-                   label=ckpt.get("label", ""))
+        policy = cls(config, algo, SACArgs.from_dict(ckpt["args"]), ckpt["policy"], seed=seed,
+                     label=ckpt.get("label", ""))
+        policy.trained_config = ckpt["config"]
+        return policy
 
     @classmethod
     def untrained(cls, algo: str, config: EATConfig, seed: int = 0) -> SACPolicy:

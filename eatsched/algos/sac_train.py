@@ -74,6 +74,9 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
     # a resumed run keeps its own hyperparameters (network sizes included); this call's overrides go on top
     args = (SACArgs.from_dict({**st["args"], **overrides}) if st is not None
             else registry.get(algo).default_args(**overrides))
+    if args.bc_updates > 0 and args.warmup_policy == "random":
+        raise ValueError("bc_updates: behaviour cloning needs a hand-written warm-up scheduler "
+                         "(--warmup-policy adaptive or fifo)")
     agent = SACAgent(args, config.queue_len, config.nodes, device=dev, seed=seed)
     if st is not None:
         agent.load_full_state(st["agent"])
@@ -137,6 +140,7 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
     losses = None
     updates_due = 0.0
     n_updates = st.get("updates", 0) if st is not None else 0  # the label counts the run's updates, resumes included
+    n_cloned = args.bc_updates if st is not None else 0  # a resumed run has had its warm start
     next_log, next_eval, next_ckpt = step + args.log_every, step + args.eval_every, step + args.checkpoint_every
     last_eval: dict = {}
     last_row_step = -1
@@ -164,6 +168,11 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
             step += args.num_envs
 
             if step >= learning_starts and len(buffer) >= args.batch_size:
+                if n_cloned < args.bc_updates:  # behaviour-cloning warm start, all at once, before plain SAC
+                    for _ in range(args.bc_updates - n_cloned):
+                        losses = agent.update(buffer.sample(args.batch_size, agent.generator), clone=True)
+                        n_updates += 1
+                    n_cloned = args.bc_updates
                 if updater is None:
                     updater = make_updater(agent, buffer)
                 updates_due += args.num_envs * args.utd

@@ -385,7 +385,9 @@ def load_search(algo: str, config: EATConfig, path: Path, seed: int = 0) -> Poli
     except (KeyError, ValueError, OSError) as e:
         raise ValueError(f"{path} is not a {algo} checkpoint ({e})") from None
     registry.check_compatible(algo, saved, config, path, saved_algo)
-    return SequencePolicy(config, sequence, algo, fitness)
+    policy = SequencePolicy(config, sequence, algo, fitness)
+    policy.trained_config = saved
+    return policy
 
 
 def _progress_bar(enabled: bool, description: str):

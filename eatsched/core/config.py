@@ -43,6 +43,12 @@ class EATConfig:
     # --- workload ------------------------------------------------------------------------------------
     rate: float = 0.1
     """Poisson arrival rate lambda (tasks per second)"""
+    rate_max: float | None = None
+    """Poisson only: when set, each episode draws its rate uniformly from [rate, rate_max] (training one policy
+    over light and heavy load; ``eat train --rate 0.05:0.6``)"""
+    rate_choices: tuple[float, ...] = ()
+    """Poisson only: when set, each episode draws its rate from these values with equal chance
+    (``eat train --rate 0.1,0.25,0.5``); ``rate`` is then their smallest"""
     arrival: Literal["poisson", "bursty", "trace"] = "poisson"
     """arrival process: exact Poisson, bursty (two-state Markov-modulated Poisson), or trace replay"""
     trace_path: str | None = None
@@ -89,9 +95,23 @@ class EATConfig:
     """quality penalty P, paid when q(s) < Q_min"""
     r_max: float = 10.0
     """cap of the time term"""
+    reward: Literal["paper", "response"] = "paper"
+    """``paper``: each launch earns the capped time term plus the quality term (SPEC). ``response`` (ours, after
+    Decima): each step costs ``w_r`` per task-second spent in the system (waiting or running) during the step, and a
+    launch earns ``w_q q(s) - w_p [q < Q_min]``; an episode's return is then ``w_q`` x the summed quality minus
+    ``w_r`` x the summed response time, the objective the paper states (quality up, latency down)"""
+    w_r: float = 0.1
+    """``reward="response"``: cost per task-second in the system (model seconds)"""
 
     extra: dict = field(default_factory=dict, compare=False, repr=False)
     """free-form metadata carried along (e.g. for serving); never read by the model"""
+
+    @property
+    def rate_span(self) -> tuple[float, float]:
+        """The lowest and highest arrival rate an episode can have."""
+        if self.rate_choices:
+            return min(self.rate_choices), max(self.rate_choices)
+        return self.rate, self.rate_max if self.rate_max is not None else self.rate
 
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, msg: str) -> None:
@@ -117,6 +137,14 @@ class EATConfig:
              "regroup_time", "must be None or a number >= 0")
 
         need(finite(self.rate) and self.rate > 0, "rate", f"must be a number > 0, got {self.rate!r}")
+        object.__setattr__(self, "rate_choices", tuple(float(r) for r in self.rate_choices))
+        need(self.rate_max is None or (finite(self.rate_max) and self.rate_max > self.rate), "rate_max",
+             f"must be None or a number > rate ({self.rate}), got {self.rate_max!r}")
+        need(all(finite(r) and r > 0 for r in self.rate_choices), "rate_choices", "every rate must be > 0")
+        need(not (self.rate_max is not None and self.rate_choices), "rate_max",
+             "give a rate range or choices, not both")
+        need(self.arrival == "poisson" or (self.rate_max is None and not self.rate_choices), "rate_max",
+             "a range or list of rates needs arrival='poisson'")
         need(self.arrival in ("poisson", "bursty", "trace"), "arrival",
              f"must be 'poisson', 'bursty' or 'trace', got {self.arrival!r}")
         need(self.arrival != "trace" or bool(self.trace_path), "trace_path", "is required when arrival='trace'")
@@ -138,6 +166,8 @@ class EATConfig:
         need(isinstance(self.s_max, int) and self.s_max >= self.s_min, "s_max",
              f"must be an integer >= s_min ({self.s_min}), got {self.s_max!r}")
         need(finite(self.tick) and self.tick > 0, "tick", f"must be > 0, got {self.tick!r}")
+        need(self.reward in ("paper", "response"), "reward", f"must be 'paper' or 'response', got {self.reward!r}")
+        need(finite(self.w_r) and self.w_r >= 0, "w_r", f"must be a number >= 0, got {self.w_r!r}")
         need(self.mode in ("tick", "event"), "mode", f"must be 'tick' or 'event', got {self.mode!r}")
         need(finite(self.time_limit) and self.time_limit > 0, "time_limit", "must be > 0")
         need(finite(self.time_scale) and self.time_scale > 0, "time_scale", "must be > 0")

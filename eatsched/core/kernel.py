@@ -579,8 +579,26 @@ def build_obs(servers, tasks, clock, p, out):
 
 
 @jit_inline
+def time_in_system(tasks, clock):
+    """Model seconds every arrived task has spent in the system (waiting or running) up to now: the sum of the
+    response times so far. Its growth over a step is the integral of the number of tasks in the system."""
+    t = clock.time
+    total = 0.0
+    for i in range(clock.n_arrived):
+        task = tasks[i]
+        end = t
+        if (task.state == RUNNING or task.state == DONE) and task.finish < t:
+            end = task.finish
+        if end > task.arrival:
+            total += end - task.arrival
+    return total
+
+
+@jit_inline
 def _step_one(servers, tasks, clock, p, step_time, init_time, action, vis, sel, work):
     clock.decisions += 1
+    response = p.response_reward == 1
+    before = time_in_system(tasks, clock) if response else 0.0
     i, steps = choose(servers, tasks, clock, p, action, vis)
     reward = 0.0
     if i >= 0:
@@ -588,12 +606,17 @@ def _step_one(servers, tasks, clock, p, step_time, init_time, action, vis, sel, 
         c, reuse, init, step_s = plan(servers, clock.time, task.patches, task.model, p, step_time, init_time,
                                       sel, work)
         reward = commit_launch(servers, tasks, clock, p, i, steps, sel, c, reuse, init, step_s)
+        if response:  # the launch earns its quality term only; time is paid below, as it passes
+            q_s = tasks[i].quality
+            reward = p.w_q * q_s - (p.w_p if q_s < p.q_min else 0.0)
         # time does not advance after a launch: several tasks may start at one instant
     elif p.event_mode == 1:
         _move_to(tasks, clock, next_event_time(tasks, clock), p.time_limit)
     else:
         _move_to(tasks, clock, clock.time + p.tick, p.time_limit)
     settle(servers, tasks, clock, p)
+    if response:
+        reward -= p.w_r * (time_in_system(tasks, clock) - before)
     return reward
 
 

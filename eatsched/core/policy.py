@@ -32,6 +32,8 @@ class Policy:
 
     name = "policy"
     needs_state = False
+    trained_config: dict | None = None
+    """A learned policy's training configuration (``EATConfig.to_dict()``), to warn about evaluating it elsewhere"""
 
     def __init__(self, config: EATConfig, seed: int = 0):
         """``seed``: where a policy draws random numbers, its first stream (deterministic policies ignore it)."""

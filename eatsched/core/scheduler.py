@@ -26,11 +26,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .policy import Policy, StateView
 from . import kernel
 from .config import EATConfig
+from .policy import Policy, StateView
 from .predictor import TimePredictor
-from .state import DONE, NO_GROUP, NO_MODEL, QUEUED, TASK, allocate, make_params, make_time_tables
+from .state import (
+    DONE,
+    NO_GROUP,
+    NO_MODEL,
+    QUEUED,
+    TASK,
+    TASK_CAN_START,
+    allocate,
+    make_params,
+    make_time_tables,
+)
 
 HOLD_EPS = 1e-3
 """How far past ``now`` a held server's ``busy_until`` is kept while its task runs past its prediction."""
@@ -244,7 +254,7 @@ class ClusterScheduler:
         self._snapshot(now)
         kernel.build_obs(self.servers[0], self.tasks[0], self.clock[0], self.params[0], self._obs)
         L = self.config.queue_len
-        return self._obs.copy(), {"action_mask": self._obs[:L, 5] == 1.0, "time": now,
+        return self._obs.copy(), {"action_mask": self._obs[:L, TASK_CAN_START] == 1.0, "time": now,
                                   "queued": self.queue_length}
 
     def decide(self, now: float) -> list[Launch]:
@@ -263,7 +273,8 @@ class ClusterScheduler:
             rows = self._snapshot(now)
             obs, info = self._obs, None
             kernel.build_obs(self.servers[0], self.tasks[0], self.clock[0], p, obs)
-            info = {"action_mask": obs[: self.config.queue_len, 5] == 1.0, "time": now, "queued": self.queue_length}
+            info = {"action_mask": obs[: self.config.queue_len, TASK_CAN_START] == 1.0, "time": now,
+                    "queued": self.queue_length}
             if not info["action_mask"].any():
                 break
             action = np.asarray(self.policy.act(obs.copy(), info), np.float64)
@@ -287,6 +298,24 @@ class ClusterScheduler:
         return launches
 
     # --- views ----------------------------------------------------------------------------------------
+    # The host keeps no copy of server state: it reads it here.
+    def is_up(self, j: int) -> bool:
+        """Server j has a registered, live worker."""
+        return bool(self.servers[0][j]["up"])
+
+    def is_held(self, j: int) -> bool:
+        """Server j is held busy by a job the host no longer tracks (see ``hold``)."""
+        return bool(self.held[j])
+
+    def speed_of(self, j: int) -> float:
+        """Speed factor c_j of server j."""
+        return float(self.servers[0][j]["speed"])
+
+    @property
+    def running_count(self) -> int:
+        """Tasks launched and not yet finished or aborted."""
+        return len(self.running)
+
     def server_rows(self, now: float) -> list[dict]:
         s = self.servers[0]
         owner = {j: tid for tid, r in self.running.items() for j in r.launch.servers}

@@ -90,6 +90,7 @@ PARAMS = np.dtype(
         ("w_q", "f8"),
         ("w_p", "f8"),
         ("r_max", "f8"),
+        ("w_r", "f8"),
         ("regroup_time", "f8"),  # < 0: extension off
         ("speed_max", "f8"),
         ("s_min", "i8"),
@@ -97,6 +98,7 @@ PARAMS = np.dtype(
         ("queue_len", "i8"),
         ("event_mode", "i8"),
         ("paper_literal", "i8"),
+        ("response_reward", "i8"),
         ("n_models", "i8"),
     ],
     align=True,
@@ -150,13 +152,14 @@ def observation_high(cfg: EATConfig) -> np.ndarray:
 def make_params(cfg: EATConfig) -> np.ndarray:
     p = np.zeros(1, PARAMS)
     r = p[0]
-    for name in ("tick", "time_limit", "time_scale", "q_max", "q_min", "w_t", "w_w", "w_q", "w_p", "r_max",
+    for name in ("tick", "time_limit", "time_scale", "q_max", "q_min", "w_t", "w_w", "w_q", "w_p", "r_max", "w_r",
                  "s_min", "s_max", "queue_len", "n_models"):
         r[name] = getattr(cfg, name)
     r["regroup_time"] = -1.0 if cfg.regroup_time is None else cfg.regroup_time
     r["speed_max"] = max(cfg.server_speeds)
     r["event_mode"] = int(cfg.mode == "event")
     r["paper_literal"] = int(cfg.paper_literal)
+    r["response_reward"] = int(cfg.reward == "response")
     return p
 
 

@@ -66,6 +66,8 @@ class PoissonArrivals(ArrivalProcess):
 
     def __init__(self, cfg: EATConfig):
         self.rate = cfg.rate
+        self.rate_max = cfg.rate_max
+        self.rate_choices = np.asarray(cfg.rate_choices, np.float64)
         self.n = cfg.tasks_per_episode
         self.choices = np.asarray(cfg.patch_choices, dtype=np.int64)
         self.n_models = cfg.n_models
@@ -80,18 +82,28 @@ class PoissonArrivals(ArrivalProcess):
         models = (u[1] * self.n_models).astype(np.int64)
         return patches, models
 
+    def rates(self, rng: np.random.Generator, n: int | None = None):
+        """The episode's rate (or n episodes' rates): fixed, or drawn from the range / the choices."""
+        if self.rate_max is not None:
+            return rng.uniform(self.rate, self.rate_max, n)
+        if len(self.rate_choices):
+            return rng.choice(self.rate_choices, n)
+        return self.rate if n is None else np.full(n, self.rate)
+
     def sample(self, rng: np.random.Generator) -> Workload:
         # one draw for everything (a reset is on the simulator's hot path): exponential gaps by inversion
+        rate = self.rates(rng)
         u = rng.random((3, self.n))
-        arrival = np.cumsum(-np.log1p(-u[0]) / self.rate)
+        arrival = np.cumsum(-np.log1p(-u[0]) / rate)
         patches, models = self._kinds(u[1:])
         return Workload(arrival, patches, models)
 
 
     def sample_batch(self, rng: np.random.Generator, n: int):
         # same transformation as ``sample``, all episodes in one draw
+        rates = self.rates(rng, n)
         u = rng.random((3, n, self.n))
-        arrival = np.cumsum(-np.log1p(-u[0]) / self.rate, axis=1)
+        arrival = np.cumsum(-np.log1p(-u[0]) / rates[:, None], axis=1)
         patches, models = self._kinds(u[1:])
         return arrival, patches, models, np.full(n, self.n, np.int64)
 
@@ -151,21 +163,10 @@ class TraceArrivals(ArrivalProcess):
 def read_trace(path: Path, cfg: EATConfig) -> Workload:
     if not path.is_file():
         raise ConfigError("trace_path", f"trace file {str(path)!r} does not exist")
-    rows = []
-    with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = {"arrival", "patches"} - set(reader.fieldnames or [])
-        if missing:
-            raise ConfigError("trace_path", f"trace {path.name} lacks column(s) {sorted(missing)}")
-        for n, row in enumerate(reader, start=2):
-            try:
-                a, k = float(row["arrival"]), int(row["patches"])
-                m = int(row.get("model") or 0)
-            except ValueError as e:
-                raise ConfigError("trace_path", f"{path.name} line {n}: {e}") from None
-            if not (a >= 0) or k not in PATCH_COUNTS or k > cfg.nodes or not (0 <= m < cfg.n_models):
-                raise ConfigError("trace_path", f"{path.name} line {n}: bad arrival/patches/model {row}")
-            rows.append((a, k, m, row.get("prompt") or ""))
+    try:
+        rows = _trace_rows(path, cfg)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ConfigError("trace_path", f"{path.name} is not a CSV text file ({type(e).__name__})") from None
     if not rows:
         raise ConfigError("trace_path", f"trace {path.name} has no tasks")
     rows.sort(key=lambda r: r[0])  # stable: equal times keep file order
@@ -175,6 +176,34 @@ def read_trace(path: Path, cfg: EATConfig) -> Workload:
         np.array([r[2] for r in rows], dtype=np.int64),
         [r[3] for r in rows],
     )
+
+
+TRACE_COLUMNS = ("arrival", "patches")
+"""The columns a trace must have; ``model`` and ``prompt`` are optional."""
+
+
+def _trace_rows(path: Path, cfg: EATConfig) -> list[tuple[float, int, int, str]]:
+    rows = []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        have = [c for c in (reader.fieldnames or []) if c]
+        missing = [c for c in TRACE_COLUMNS if c not in have]
+        if missing:
+            raise ConfigError("trace_path", f"trace {path.name} lacks column(s) {', '.join(missing)}; a trace needs "
+                                            f"arrival (model s), patches and optionally model, prompt (it has: "
+                                            f"{', '.join(have) or 'no header'})")
+        for n, row in enumerate(reader, start=2):
+            try:
+                a, k = float(row["arrival"]), int(row["patches"])
+                m = int(row.get("model") or 0)
+            except (TypeError, ValueError) as e:
+                raise ConfigError("trace_path", f"{path.name} line {n}: {e}") from None
+            if not (a >= 0) or k not in PATCH_COUNTS or k > cfg.nodes or not (0 <= m < cfg.n_models):
+                raise ConfigError("trace_path", f"{path.name} line {n}: bad arrival/patches/model {dict(row)} (arrival "
+                                                f">= 0 model s; patches one of {', '.join(map(str, PATCH_COUNTS))} "
+                                                f"and at most {cfg.nodes} nodes; model 0..{cfg.n_models - 1})")
+            rows.append((a, k, m, row.get("prompt") or ""))
+    return rows
 
 
 def make_arrivals(cfg: EATConfig) -> ArrivalProcess:
