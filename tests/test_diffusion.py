@@ -15,10 +15,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
+from eatsched.gen.backend import PatchJob  # noqa: E402
+from eatsched.gen.backends.diffusers_backend import DiffusersBackend  # noqa: E402
 from eatsched.gen.local_group import group_spec, run_local_group  # noqa: E402
 from eatsched.gen.tiny import write_tiny_clip, write_tiny_pipeline  # noqa: E402
-from eatsched.serving.backend import PatchJob  # noqa: E402
-from eatsched.serving.backends.diffusers_backend import DiffusersBackend  # noqa: E402
 
 SIZE = 32  # px; latent 16 rows: 4 bands of 4 rows, 2 rows at the UNet's coarser level
 STEPS = 5

@@ -10,10 +10,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
+from eatsched.gen.backend import PatchJob  # noqa: E402
+from eatsched.gen.backends.diffusers_backend import DiffusersBackend  # noqa: E402
 from eatsched.gen.local_group import group_spec  # noqa: E402
 from eatsched.gen.tiny import write_tiny_pipeline  # noqa: E402
-from eatsched.serving.backend import PatchJob  # noqa: E402
-from eatsched.serving.backends.diffusers_backend import DiffusersBackend  # noqa: E402
 
 
 @pytest.fixture(scope="module")

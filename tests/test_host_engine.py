@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from eatsched.serving.engine import Rejected
 from eatsched.serving.host import Host
 from eatsched.serving.settings import HostSettings
 
@@ -76,7 +77,7 @@ def test_silent_worker_is_marked_down_and_its_task_runs_elsewhere(host):
     dead = host.sched.names[launch.servers[0]]
     collect(host, dead)
     host.workers[dead].last_seen -= 10.0
-    host._last_check = time.monotonic()
+    host.executor._last_check = time.monotonic()
     host.check_heartbeats()
     assert not host.workers[dead].up and host.store.get(tid)["state"] == "queued"
     (second,) = host.schedule()
@@ -93,7 +94,7 @@ def test_silent_worker_is_marked_down_and_its_task_runs_elsewhere(host):
 def test_host_stall_is_not_worker_silence(host):
     for w in host.workers.values():
         w.last_seen -= 2.0  # nobody was heard for 2 s ...
-    host._last_check = time.monotonic() - 2.0  # ... because the host's own loop did not run
+    host.executor._last_check = time.monotonic() - 2.0  # ... because the host's own loop did not run
     host.check_heartbeats()
     assert all(w.up for w in host.workers.values())
 
@@ -118,3 +119,25 @@ def test_task_fails_after_max_attempts_of_worker_errors(tmp_path):
     assert h.store.get(tid)["state"] == "failed" and h.sched.queue_length == 0
     assert "broken pipeline" in h.store.transitions(tid)[-1]["detail"]
     h.store.close()
+
+
+def test_in_process_submissions_pass_the_api_gate(host):
+    """``submit`` (the benchmark's path) refuses what the HTTP API refuses, with the API's codes and messages."""
+    for fields, error in [({"prompt": "  "}, "empty_prompt"), ({"prompt": "p", "patches": 3}, "bad_patches"),
+                          ({"prompt": "p", "patches": 8}, "patches_exceed_cluster"),
+                          ({"prompt": "p", "model": "dall-e"}, "unknown_model"),
+                          ({"prompt": "p", "width": 100, "seed": -1}, "invalid_field")]:
+        with pytest.raises(Rejected) as e:
+            host.submit(**fields)
+        assert (e.value.status, e.value.error) == (422, error)
+    assert e.value.detail == "seed: Input should be greater than or equal to 0; width: Input should be a multiple of 8"
+    assert host.sched.queue_length == 0 and host.store.counts()["queued"] == 0
+    row = host.submit(prompt="p")  # defaults filled in by the gate
+    assert (row["patches"], row["model"], row["width"]) == (1, "sd-v1-4", 512)
+
+
+def test_worker_liveness_and_speed_are_read_from_the_scheduler(host):
+    j = host.workers["w2"].index
+    host.sched.server_down(j)
+    assert not host.workers["w2"].up and host.workers["w2"].speed == host.sched.speed_of(j)
+    assert not host.heartbeat("w2", None)

@@ -71,6 +71,18 @@ def test_bad_patches_are_422(host, k, error):
     check(host.post("/v1/tasks", json={"prompt": "a cat", "patches": k}), 422, error)
 
 
+@pytest.mark.parametrize("body, detail", [
+    ({"width": 100}, "width: Input should be a multiple of 8"),
+    ({"height": 4096}, "height: Input should be less than or equal to 2048"),
+    ({"seed": -1, "width": 0}, "seed: Input should be greater than or equal to 0; "
+                               "width: Input should be greater than or equal to 64"),
+])
+def test_out_of_range_fields_are_422(host, body, detail):
+    r = host.post("/v1/tasks", json={"prompt": "a cat", **body})
+    check(r, 422, "invalid_field")
+    assert r.json()["detail"] == detail
+
+
 def test_unknown_model_is_422(host):
     r = host.post("/v1/tasks", json={"prompt": "a cat", "model": "dall-e"})
     check(r, 422, "unknown_model")

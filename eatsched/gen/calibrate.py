@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.profiles import PATCH_COUNTS, TimeProfile
-from ..serving.backend import PatchJob
+from .backend import PatchJob
 
 REPEATS = 2
 """warm runs per step count; the fastest is kept"""

@@ -12,7 +12,7 @@ import time
 import traceback
 from dataclasses import replace
 
-from ..serving.backend import GroupSpec, PatchJob
+from .backend import GroupSpec, PatchJob
 
 
 def free_port() -> int:
@@ -27,7 +27,7 @@ def _member(rank: int, jobs: list[tuple[PatchJob, dict]], options: dict, threads
 
         if threads:
             torch.set_num_threads(threads)
-        from ..serving.backends.diffusers_backend import DiffusersBackend
+        from .backends.diffusers_backend import DiffusersBackend
 
         if options.get("device") == "cuda":  # one GPU per member, as one worker per GPU
             options = {**options, "device": f"cuda:{rank % torch.cuda.device_count()}"}

@@ -5,6 +5,10 @@ Errors are specific 4xx answers with a JSON body ``{"detail": message, "error": 
 (image of an unfinished task, cancel of a started task), 413 body too large, 422 invalid field
 (missing or too long prompt, patches not in {1, 2, 4, 8} or larger than the cluster, unknown model),
 429 submission rate exceeded.
+
+The request schemas parse JSON into typed fields (400, and 422 for a missing or mistyped field); every check of
+a submission's values, and the rate limit, is the engine's gate (``Engine.admit``), whose ``Rejected`` is
+answered like any other error here.
 """
 
 from __future__ import annotations
@@ -13,8 +17,6 @@ import contextlib
 import hmac
 import json
 import logging
-import os
-import time
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +25,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
+from .engine import SEED_LIMIT, SIZE_MAX, SIZE_MIN, SIZE_MULTIPLE, Rejected
 from .host import Host
 from .settings import HostSettings
 from .store import FINISHED, QUEUED, STATES
@@ -44,9 +47,13 @@ class TaskCreate(BaseModel):
     negative_prompt: str | None = Field(None, description="what to avoid")
     patches: int = Field(1, description="k: the image is split into k row patches run on k servers at once")
     model: str | None = Field(None, description="model name (default: the host's first model)")
-    seed: int | None = Field(None, ge=0, lt=2**63, description="random seed (default: drawn)")
-    width: int | None = Field(None, ge=64, le=2048, multiple_of=8)
-    height: int | None = Field(None, ge=64, le=2048, multiple_of=8)
+    # ranges are documented here and checked by the engine's gate (Engine.admit)
+    seed: int | None = Field(None, description="random seed (default: drawn)",
+                             json_schema_extra={"minimum": 0, "exclusiveMaximum": SEED_LIMIT})
+    width: int | None = Field(None, json_schema_extra={"minimum": SIZE_MIN, "maximum": SIZE_MAX,
+                                                       "multipleOf": SIZE_MULTIPLE})
+    height: int | None = Field(None, json_schema_extra={"minimum": SIZE_MIN, "maximum": SIZE_MAX,
+                                                        "multipleOf": SIZE_MULTIPLE})
 
 
 class TaskAccepted(BaseModel):
@@ -173,30 +180,9 @@ class _TooLarge(Exception):
 
 
 # --- the app ------------------------------------------------------------------------------------------
-class _RateLimiter:
-    """Token bucket per client: ``rate`` submissions/s, bursts of ``burst``."""
-
-    def __init__(self, rate: float, burst: int):
-        self.rate, self.burst = rate, burst
-        self.buckets: dict[str, tuple[float, float]] = {}
-
-    def allow(self, client: str) -> bool:
-        if self.rate <= 0:
-            return True
-        now = time.monotonic()
-        tokens, last = self.buckets.get(client, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self.buckets[client] = (tokens, now)
-            return False
-        self.buckets[client] = (tokens - 1.0, now)
-        return True
-
-
 def create_app(settings: HostSettings) -> FastAPI:
     """The host as an ASGI app; the engine starts with the app's lifespan."""
     host = Host(settings)
-    limiter = _RateLimiter(settings.rate_limit, settings.rate_burst)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -212,7 +198,8 @@ def create_app(settings: HostSettings) -> FastAPI:
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 
     @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError):
+    @app.exception_handler(Rejected)
+    async def _api_error(request: Request, exc: ApiError | Rejected):
         return JSONResponse({"detail": exc.detail, "error": exc.error}, status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
@@ -238,30 +225,9 @@ def create_app(settings: HostSettings) -> FastAPI:
     async def submit_task(body: TaskCreate, request: Request, _: Auth):
         """Queue a task; it is stored durably before this answers."""
         client = request.client.host if request.client else "unknown"
-        if not limiter.allow(client):
-            raise ApiError(429, "rate_limited", f"more than {settings.rate_limit:g} submissions/s from {client}")
-        prompt = body.prompt.strip()
-        if not prompt:
-            raise ApiError(422, "empty_prompt", "prompt must not be empty")
-        if len(body.prompt) > settings.max_prompt_chars:
-            raise ApiError(422, "prompt_too_long",
-                           f"prompt has {len(body.prompt)} characters; at most {settings.max_prompt_chars}")
-        if body.negative_prompt and len(body.negative_prompt) > settings.max_prompt_chars:
-            raise ApiError(422, "prompt_too_long", f"negative_prompt: at most {settings.max_prompt_chars} characters")
-        if body.patches not in (1, 2, 4, 8):
-            raise ApiError(422, "bad_patches", f"patches must be 1, 2, 4 or 8, got {body.patches}")
-        if body.patches > settings.nodes:
-            raise ApiError(422, "patches_exceed_cluster",
-                           f"patches={body.patches} is larger than the cluster ({settings.nodes} servers)")
-        if body.patches not in host.patch_choices:
-            raise ApiError(422, "bad_patches", f"the time profile has no timings for {body.patches} patches")
-        model = body.model or settings.models[0]
-        if model not in settings.models:
-            raise ApiError(422, "unknown_model", f"unknown model {model!r}; this host serves {list(settings.models)}")
-        seed = body.seed if body.seed is not None else int.from_bytes(os.urandom(4), "little")
         row = await host.submit_async(prompt=body.prompt, negative_prompt=body.negative_prompt, patches=body.patches,
-                                      model=model, seed=seed, width=body.width or settings.width,
-                                      height=body.height or settings.height, client=client)
+                                      model=body.model, seed=body.seed, width=body.width, height=body.height,
+                                      client=client)
         return {"id": row["id"], "state": QUEUED, "url": f"/v1/tasks/{row['id']}"}
 
     @app.get("/v1/tasks", response_model=TaskPage, tags=["tasks"])

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from .backend import Backend, PatchJob
+from ..gen.backend import Backend, PatchJob
 
 log = logging.getLogger("eatsched.worker")
 

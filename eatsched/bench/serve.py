@@ -5,9 +5,10 @@
   accepted task is committed to SQLite before its 202 (the number includes durability). The host's CPU
   ms per task (from /proc) is reported too: on a shared machine it says what one free core would do.
 * Decision overhead: the host's engine in-process with N registered (in-memory) workers; a stream of
-  tasks is scheduled and completed by hand-written results. Timed per pass of the decide path that
-  launched at least one task: ``decide`` (observation, policy, selector, group bookkeeping; the
-  compiled core) and ``decide+dispatch`` (plus the SQLite transition and the job envelopes).
+  tasks (each through the engine's submission gate) is scheduled and completed by hand-written results.
+  Timed per pass of the decide path that launched at least one task: ``decide`` (observation, policy,
+  selector, group bookkeeping; the compiled core) and ``decide+dispatch`` (plus the SQLite transition and
+  the job envelopes).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ async def _post_loop(port: int, request: bytes, counter, statuses: list[int]) ->
 def bench_admission(tasks: int = 2000, concurrency: int = 32, data_dir: Path | None = None) -> dict:
     import httpx  # noqa: PLC0415
 
-    from .launch import LocalCluster  # noqa: PLC0415
+    from ..serving.launch import LocalCluster  # noqa: PLC0415
 
     body = json.dumps({"prompt": "a lighthouse on a cliff at dawn, oil painting", "patches": 2}).encode()
     with tempfile.TemporaryDirectory() as tmp, LocalCluster(Path(data_dir or tmp), nodes=8, rate_limit=0,
@@ -86,8 +87,8 @@ def bench_admission(tasks: int = 2000, concurrency: int = 32, data_dir: Path | N
 
 
 def bench_decisions(decisions: int = 2000, nodes: int = 8, policy: str = "eat", seed: int = 0) -> dict:
-    from .host import Host  # noqa: PLC0415
-    from .settings import HostSettings  # noqa: PLC0415
+    from ..serving.host import Host  # noqa: PLC0415
+    from ..serving.settings import HostSettings  # noqa: PLC0415
 
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,7 +108,7 @@ def bench_decisions(decisions: int = 2000, nodes: int = 8, policy: str = "eat", 
             launches = host.sched.decide(now)
             t1 = time.perf_counter()
             for launch in launches:
-                host._dispatch(launch)
+                host.engine.dispatch(launch)
             t2 = time.perf_counter()
             if launches:
                 decide_ms.append((t1 - t0) * 1000 / len(launches))

@@ -58,7 +58,7 @@ class DiffusersBackend(Backend):
             if threads < 1:
                 raise ValueError("threads: must be >= 1")
             torch.set_num_threads(threads)
-        from ...gen.loading import offline
+        from ..loading import offline
 
         offline()
         import diffusers  # noqa: F401  (imported now so a job's init_s measures loading, not importing)
@@ -82,9 +82,9 @@ class DiffusersBackend(Backend):
 
     # -- loading ---------------------------------------------------------------------------------------
     def _load(self, model: str) -> None:
-        from ...gen.loading import load_pipeline
         from ...parallel.graphs import GraphedUNet
         from ...parallel.unet import PatchParallelUNet
+        from ..loading import load_pipeline
 
         self._drop_model()
         self.pipe = load_pipeline(model, self.device)
@@ -95,7 +95,7 @@ class DiffusersBackend(Backend):
 
     def _scorer(self):
         if self._clip is None and self.clip_model:
-            from ...gen.clip import ClipScorer
+            from ..clip import ClipScorer
 
             self._clip = ClipScorer(self.clip_model, self.device)
         return self._clip

@@ -60,8 +60,8 @@ def run_bench(s: BenchSettings) -> dict:
     import torch
     from diffusers import UNet2DConditionModel
 
+    from ..gen.tiny import TEXT_WIDTH, tiny_unet_config
     from ..parallel.graphs import GraphedUNet
-    from .tiny import TEXT_WIDTH, tiny_unet_config
 
     cuda = s.device.startswith("cuda")
     if cuda and not torch.cuda.is_available():
@@ -137,7 +137,7 @@ def write_random_sd14(path, seed: int = 0):
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from .tiny import MAX_TOKENS, write_tokenizer
+    from ..gen.tiny import MAX_TOKENS, write_tokenizer
 
     path = Path(path)
     vocab = write_tokenizer(path / "tokenizer")

@@ -5,8 +5,8 @@ A worker receives one ``PatchJob`` per task it takes part in: the task's paramet
 torch.distributed). The backend keeps the model and the process group loaded between jobs, so a job
 for the same ``group_id`` and model reuses them (no init), as the paper's edge servers do.
 
-Backends: ``simulated`` (sleeps per the time model; placeholder image) and ``diffusers`` (real
-pipelines with patch parallelism).
+Backends (``eatsched.gen.backends``): ``simulated`` (sleeps per the time model; placeholder image) and
+``diffusers`` (real pipelines with patch parallelism).
 """
 
 from __future__ import annotations
