@@ -34,14 +34,33 @@ out = _console()
 
 
 def _fail(msg: str) -> None:
-    err.print(f"[bold red]error:[/] {msg}")
+    """The one-line error of every command (never wrapped, markup in ``msg`` printed as is), exit code 2."""
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(' '.join(str(msg).split()))}", soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _option_error(e: ConfigError) -> str:
+    """A config error in the words of the command line: ``trace_path: ...`` -> ``--trace: ...``."""
+    option = _OWN_OPTIONS.get(getattr(e, "field", ""))
+    if option is None:
+        return str(e)
+    import re
+
+    text = str(e).split(": ", 1)[-1]
+    for field, opt in _OWN_OPTIONS.items():  # "when arrival='trace'" -> "with --arrival trace"
+        text = re.sub(rf"(?:when )?\b{field}='?([\w.-]+)'?", rf"with {opt} \1", text)
+    return f"{option} {text}" if text.startswith("is required") else f"{option}: {text}"
 
 
 def _config(**kw) -> EATConfig:
     try:
         return EATConfig(**{k: v for k, v in kw.items() if v is not None})
-    except (ConfigError, ProfileError) as e:
+    except ConfigError as e:
+        _fail(_option_error(e))
+        raise  # unreachable
+    except ProfileError as e:
         _fail(str(e))
         raise  # unreachable
 
@@ -62,15 +81,85 @@ def _settings(items: list[str]) -> dict:
         raise  # unreachable
 
 
+def _algo_names(**kw) -> tuple[str, ...]:
+    """Scheduler names from the registry (``learned=True``: the trainable ones)."""
+    from .algos.registry import names
+
+    return names(**kw)
+
+
+_ALGOS_HELP = " | ".join(_algo_names())
+
+
+def _rates(text: str) -> dict:
+    """``--rate`` as config fields: ``0.1``, ``0.05:0.6`` (a range) or ``0.1,0.25,0.5`` (choices)."""
+    try:
+        if ":" in text:
+            lo, hi = (float(v) for v in text.split(":"))
+            return {"rate": lo, "rate_max": hi}
+        if "," in text:
+            values = tuple(float(v) for v in text.split(",") if v.strip())
+            return {"rate": min(values), "rate_choices": values}
+        return {"rate": float(text)}
+    except ValueError:
+        _fail(f"--rate: expected a number, LO:HI or A,B,C (tasks/s), got {text!r}")
+        raise  # unreachable
+
+
 def _fmt(x) -> str:
     if isinstance(x, float):
         return "nan" if math.isnan(x) else f"{x:.4g}"
     return str(x)
 
 
+def _print_metrics(title: str, summary: dict) -> None:
+    """A run's metrics, one row each: what it is with its unit and direction, the value, the JSON field name;
+    then the definition of efficiency and of the units."""
+    from .core.metrics import EFFICIENCY_DEFINITION, METRIC_INFO, metric_label
+
+    t = Table(title=title)
+    for col in ("metric (unit, direction)", "value", "JSON field"):
+        t.add_column(col, justify="right" if col == "value" else "left")
+    for k, v in summary.items():
+        if k in METRIC_INFO:
+            t.add_row(metric_label(k), "-" if isinstance(v, float) and math.isnan(v) else _fmt(v), k)
+    out.print(t)
+    blank = any(isinstance(v, float) and math.isnan(v) for k, v in summary.items() if k in METRIC_INFO)
+    out.print(f"{EFFICIENCY_DEFINITION}; model s: the simulator's clock; wall ms: measured here"
+              + ("; -: no task finished" if blank else ""))
+
+
+def _trace_tasks(cfg: EATConfig) -> int | None:
+    """Tasks in ``--trace`` (None unless ``--arrival trace``); a bad trace is a one-line error naming ``--trace``."""
+    if cfg.arrival != "trace":
+        return None
+    from .core.workload import read_trace
+
+    try:
+        return len(read_trace(Path(cfg.trace_path), cfg))
+    except ConfigError as e:
+        _fail(_option_error(e))
+        raise  # unreachable
+
+
+def _workload_text(cfg: EATConfig, trace_tasks: int | None, episodes: int | None) -> str:
+    """Where the tasks came from, for titles: the rate does not apply to a trace, the replays do (``episodes``
+    None: one episode's picture, no count)."""
+    if trace_tasks is not None:
+        if episodes is None:
+            return f"trace {cfg.trace_path} ({trace_tasks} tasks)"
+        times = "once" if episodes == 1 else f"in each of {episodes} episodes"
+        return f"trace {cfg.trace_path} ({trace_tasks} tasks) replayed {times}"
+    kind = "Poisson arrivals" if cfg.arrival == "poisson" else f"{cfg.arrival} arrivals, mean"
+    if episodes is None:
+        return f"{kind} {cfg.rate:g} tasks/s"
+    n = f"{episodes} episodes" if episodes != 1 else "1 episode"
+    return f"{kind} {cfg.rate:g} tasks/s, {n} of {cfg.tasks_per_episode} tasks"
+
+
 @app.command()
 def simulate(
-    policy: str = typer.Option("adaptive", help="random | greedy | fifo | adaptive | eat | ..."),
+    policy: str = typer.Option("adaptive", help=f"one of: {_ALGOS_HELP}"),
     checkpoint: str | None = typer.Option(None, help="checkpoint of a learned policy"),
     nodes: int = typer.Option(8, help="servers N"),
     rate: float = typer.Option(0.1, help="Poisson arrival rate (tasks/s)"),
@@ -90,42 +179,54 @@ def simulate(
     from .sim.rollout import simulate as run
 
     if episodes < 1:
-        _fail("episodes: must be >= 1")
+        _fail("--episodes: must be >= 1")
+    if trace is not None and arrival != "trace":
+        _fail("--trace FILE is read only with --arrival trace")
     cfg = _config(nodes=nodes, rate=rate, profile=profile, mode=mode, arrival=arrival, trace_path=trace,
                   **_settings(settings))
+    trace_tasks = _trace_tasks(cfg)  # the trace is checked before anything runs
     try:
         pol = make_policy(policy, cfg, checkpoint=checkpoint, seed=seed)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
+    from .algos.registry import outside_training
+
+    warning = outside_training(pol, cfg)
+    if warning:
+        err.print(f"[yellow]warning:[/] {warning}")
     show = not as_json and sys.stderr.isatty() or os.environ.get("EAT_PROGRESS") == "1"
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, disable=not show, transient=True) as prog:
-        bar = prog.add_task(f"{policy} N={nodes} rate={rate}", total=episodes)
+        short = f"trace {Path(cfg.trace_path).name}" if trace_tasks is not None else f"rate={rate}"
+        bar = prog.add_task(f"{policy} N={nodes} {short}", total=episodes)
         res = run(pol, cfg, episodes, seed, on_episode=lambda e, m: prog.advance(bar))
     summary = res.summary()
+    if trace_tasks is not None:  # the rate does not apply; say what was replayed (new keys, old ones unchanged)
+        summary |= {"trace": cfg.trace_path, "trace_tasks": trace_tasks, "trace_replays": episodes}
     if out_dir is not None:
+        from .sim.timeline import draw_timeline
+
         write_task_csv(out_dir / "tasks.csv", res.tasks)
         (out_dir / "summary.json").write_text(json.dumps({"summary": summary, "config": cfg.to_dict(),
                                                           "episodes": res.episodes}, indent=1, default=str))
+        draw_timeline(res.task_records[0], nodes=cfg.nodes, path=out_dir / "timeline.png",
+                      title=f"{policy} on {nodes} nodes, {_workload_text(cfg, trace_tasks, None)}: episode 1 of "
+                            f"{episodes} (seed {seed}, {len(res.task_records[0])} tasks)")
     if as_json:
         print(json.dumps(summary))
         return
-    t = Table(title=f"{policy} on {nodes} nodes, rate {rate}/s, {episodes} episodes (profile {cfg.time_profile.name})")
-    for col in ("metric", "value"):
-        t.add_column(col)
-    for k, v in summary.items():
-        t.add_row(k, _fmt(v))
-    out.print(t)
+    _print_metrics(f"{policy} on {nodes} nodes, {_workload_text(cfg, trace_tasks, episodes)}; "
+                   f"{summary['tasks']} tasks in all (profile {cfg.time_profile.name})", summary)
     if out_dir is not None:
-        out.print(f"per-task log: {out_dir / 'tasks.csv'}")
+        out.print(f"per-task log: {out_dir / 'tasks.csv'}; schedule of episode 1: {out_dir / 'timeline.png'}")
 
 
 @app.command()
 def profiles(name: str | None = typer.Argument(None, help="show one profile (name or file)")):
     """List the time-model profiles (seconds per step and init seconds per patch count)."""
     names = [name] if name else list(builtin_profiles())
-    t = Table(title="time profiles (speed-1.0 server)")
-    for col in ("profile", "k", "s/step", "init s", "description"):
+    t = Table(title="time profiles (speed-1.0 server; model s: the simulator's clock)")
+    for col in ("profile", "k (patches)", "model s / step", "init (model s)", "description"):
         t.add_column(col)
     for n in names:
         try:
@@ -146,7 +247,7 @@ def bench_env(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Steps/s of the single env and env-steps/s of the batched env (256 and 1024 envs), random actions."""
-    from .experiments.bench import bench_batched, bench_single
+    from .bench.env import bench_batched, bench_single
 
     cfg = _config(nodes=nodes, rate=rate)
     rows = [bench_single(cfg, seconds)] + [bench_batched(cfg, n, seconds) for n in (256, 1024)]
@@ -219,7 +320,7 @@ def bench_gen(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Per-step ms of a UNet denoising step: eager, ours (CUDA graph) and the graph-replay floor."""
-    from .gen.bench import BenchSettings, run_bench
+    from .bench.gen import BenchSettings, run_bench
 
     try:
         r = run_bench(BenchSettings(device=device, size=size, iters=iters))
@@ -299,7 +400,7 @@ def worker(
     import logging
     import signal
 
-    from .serving.backends import make_backend
+    from .gen.backends import make_backend
     from .serving.worker import Worker, WorkerSettings
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -406,7 +507,7 @@ def bench_serve(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Host admission throughput (tasks/s accepted over HTTP) and time per scheduling decision (p50/p99 ms)."""
-    from .serving.bench import bench_admission, bench_decisions
+    from .bench.serve import bench_admission, bench_decisions
 
     adm = bench_admission(tasks, concurrency)
     dec = bench_decisions(decisions, policy=policy)
@@ -438,10 +539,23 @@ def evaluate(
     optimal: int = typer.Option(0, help="also solve this many small instances exactly and print optimality gaps"),
 ):
     """Rerun the paper's evaluation grid: tables (md + csv), efficiency.png, optional training.png."""
-    from .experiments.evaluate import DEFAULT_ALGOS, METRICS, EvalSettings, plot_training
+    from .experiments.evaluate import DEFAULT_ALGOS, GRIDS, METRICS, EvalSettings, plot_training
     from .experiments.evaluate import evaluate as run
 
-    names = tuple(a.strip().lower() for a in algos.split(",") if a.strip()) if algos else DEFAULT_ALGOS
+    names = tuple(a.strip().lower() for a in algos.split(",") if a.strip()) if algos is not None else DEFAULT_ALGOS
+    # every option is checked before the progress bar starts, so an error is the only thing printed
+    if grid not in GRIDS:
+        _fail(f"--grid: unknown grid {grid!r}; choose from {', '.join(GRIDS)}")
+    unknown = [a for a in names if a not in DEFAULT_ALGOS]
+    if unknown or not names:
+        _fail(f"--algos: {'unknown algorithm(s) ' + ', '.join(unknown) if unknown else 'no algorithm given'}; "
+              f"choose from {', '.join(DEFAULT_ALGOS)}")
+    for option, value, low in (("--seeds", seeds, 1), ("--jobs", jobs, 1), ("--optimal", optimal, 0)):
+        if value < low:
+            _fail(f"{option}: must be >= {low}, got {value}")
+    for option, folder in (("--checkpoints", checkpoints), ("--logs", logs)):
+        if folder is not None and not folder.is_dir():
+            _fail(f"{option}: {folder} is not a folder")
     settings = EvalSettings(grid=grid, algos=names, seeds=seeds, jobs=jobs, checkpoints=checkpoints)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=False) as prog:
@@ -456,14 +570,14 @@ def evaluate(
     if logs is not None and not plot_training(logs, out_dir / "training.png"):
         err.print(f"[yellow]warning:[/] no {logs}/<algo>-n<nodes>/train_log.csv found; training.png not drawn")
     for metric in METRICS:
-        out.print((out_dir / f"{metric}.md").read_text())
+        out.print((out_dir / f"{metric}.md").read_text(), markup=False, highlight=False)
     if optimal > 0:
         from .experiments.optimal import gap_study, gap_table_markdown
 
         rows = gap_study(names, instances=optimal, warn=lambda m: err.print(f"[yellow]warning:[/] {m}"),
                          checkpoints=checkpoints)
         (out_dir / "optimality.md").write_text(gap_table_markdown(rows))
-        out.print((out_dir / "optimality.md").read_text())
+        out.print((out_dir / "optimality.md").read_text(), markup=False, highlight=False)
     out.print(f"{len(ev.records)} cells ({len(ev.computed)} computed, {len(ev.records) - len(ev.computed)} stored) "
               f"in {ev.wall_s:.1f} s -> {out_dir}")
 
@@ -483,6 +597,10 @@ def report(
     out.print(f"wrote {md} and {html}" + (f"; updated {results_md}" if results_md else ""))
 
 
+_OPTIMAL_MAX_TASKS = 16
+"""The most tasks ``experiments.optimal.solve`` solves exactly."""
+
+
 @app.command()
 def optimal(
     nodes: int = typer.Option(4, help="servers N"),
@@ -496,8 +614,14 @@ def optimal(
     """Solve one small instance exactly (offline, arrivals known) and print every scheduler's gap."""
     from .experiments.optimal import compare_on_instance
 
+    if not 1 <= tasks <= _OPTIMAL_MAX_TASKS:
+        _fail(f"--tasks: must be 1..{_OPTIMAL_MAX_TASKS} (the exact solver's limit), got {tasks}")
+    if node_limit < 1:
+        _fail(f"--node-limit: must be >= 1, got {node_limit}")
     cfg = _config(nodes=nodes, rate=rate, tasks_per_episode=tasks)
     names = tuple(a.strip().lower() for a in algos.split(",") if a.strip())
+    if not names:
+        _fail("--algos: no scheduler given")
     try:
         res = compare_on_instance(cfg, seed, names, node_limit=node_limit)
     except ValueError as e:
@@ -505,23 +629,38 @@ def optimal(
     if as_json:
         print(json.dumps(res))
         return
-    t = Table(title=f"offline optimum vs schedulers: {nodes} nodes, {tasks} tasks, rate {rate}, seed {seed}")
-    for col in ("scheduler", "objective R0", "gap R0 %", "mean response s", "vs min response %", "sim reward"):
+    t = Table(title=f"offline optimum vs schedulers: {nodes} nodes, {tasks} tasks, Poisson {rate:g} tasks/s, "
+                    f"seed {seed}")
+    for col in ("scheduler", "objective R0 (higher is better)", "R0 gap % (lower is better)",
+                "mean response (model s, lower is better)", "vs min response % (lower is better)",
+                "sim reward (higher is better)"):
         t.add_column(col, justify="right")
+
+    def cell(v, fmt: str = "{:.4g}") -> str:
+        return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
+
     for r in res["rows"]:
-        t.add_row(r["name"], f"{r['objective']:.3f}", _fmt(r["gap_pct"]), f"{r['mean_response_s']:.2f}",
-                  _fmt(r["response_excess_pct"]), _fmt(r.get("sim_reward", math.nan)))
+        t.add_row(r["name"], cell(r["objective"], "{:.3f}"), cell(r["gap_pct"], "{:.1f}"),
+                  cell(r["mean_response_s"], "{:.2f}"), cell(r["response_excess_pct"], "{:.1f}"),
+                  cell(r.get("sim_reward")))
     out.print(t)
-    out.print(f"optimum: {res['status']} after {res['nodes_explored']:,} nodes, {res['solve_s']:.2f} s; "
-              f"min mean response {res['min_mean_response_s']:.2f} s ({res['response_status']}); "
-              f"response lower bound (relaxation) {res['response_lower_bound_s']:.2f} s")
+    out.print("R0: the simulator's reward without its queue term (docs/optimal.md); R0 gap %: how far below the "
+              "optimum's R0 a scheduler's schedule scores.")
+    out.print(f"vs min response %: how far a scheduler's mean response is above the smallest mean response any "
+              f"schedule of this instance reaches ({res['min_mean_response_s']:.2f} model s, "
+              f"{res['response_status']}).")
+    out.print("-: does not apply (the optimum is solved offline, not run in the simulator, so it has no sim reward; "
+              "it maximises R0, so its response is not compared).")
+    out.print(f"optimum: {res['status']} after {res['nodes_explored']:,} nodes, {res['solve_s']:.2f} wall s; "
+              f"response lower bound (relaxation) {res['response_lower_bound_s']:.2f} model s")
 
 
 @app.command()
 def train(
-    algo: str = typer.Option(..., help="eat | eat-a | eat-d | eat-da | lad-ts | ppo | genetic | harmony"),
+    algo: str = typer.Option(..., help=" | ".join(_algo_names(learned=True))),
     nodes: int = typer.Option(8, help="servers N"),
-    rate: float = typer.Option(0.1, help="Poisson arrival rate (tasks/s)"),
+    rate: str = typer.Option("0.1", help="Poisson arrival rate (tasks/s): one value, a range LO:HI (each episode draws "
+                                         "its rate uniformly) or a list A,B,C (each episode draws one)"),
     steps: int | None = typer.Option(None, help="budget in env steps (default: the algorithm's own)"),
     minutes: float | None = typer.Option(None, help="budget in wall-clock minutes (instead of --steps)"),
     seed: int = typer.Option(0, help="seed of networks, exploration and training workloads"),
@@ -541,20 +680,30 @@ def train(
     out_dir: Path = typer.Option(..., "--out", help="output folder (policy.pt, logs, tb/)"),
 ):
     """Train a learned scheduler; writes the checkpoint, train_log.csv, eval_log.csv and TensorBoard logs."""
-    from .algos.sac import ALGOS, parse_overrides
-    from .experiments.train import train as run
+    from .algos import registry
+    from .algos.sac import parse_overrides
 
     if steps is not None and minutes is not None:
         _fail("give --steps or --minutes, not both")
     if (steps is not None and steps < 1) or (minutes is not None and minutes <= 0):
         _fail("the budget must be positive")
-    cfg = _config(nodes=nodes, rate=rate, profile=profile, **_settings(settings))
+    cfg = _config(nodes=nodes, profile=profile, **_rates(rate), **_settings(settings))
     extra = {k: v for k, v in {"utd": utd, "num_envs": envs, "warmup_policy": warmup_policy}.items() if v is not None}
     if not (gpu_compile and tf32):  # SAC-only settings: passed only when they differ from the defaults
         extra.update(gpu_compile=gpu_compile, gpu_tf32=tf32)
+    try:
+        family = registry.get(algo).family
+    except ValueError as e:
+        _fail(str(e))
+    if family == "heuristic":
+        _fail(f"--algo {algo} is hand-written; nothing to train (learned: {', '.join(registry.names(learned=True))})")
+    if family != "sac" and extra:
+        _fail(f"--{next(iter(extra)).replace('num_envs', 'envs').replace('_', '-')} is a SAC option; "
+              f"{algo} is not of the SAC family ({', '.join(registry.names('sac'))})")
     if sac:
-        if algo.lower() not in ALGOS:
-            _fail(f"--sac sets SAC hyperparameters; {algo} is not of the SAC family ({', '.join(ALGOS)})")
+        if family != "sac":
+            _fail(f"--sac sets SAC hyperparameters; {algo} is not of the SAC family "
+                  f"({', '.join(registry.names('sac'))})")
         try:
             generic = parse_overrides(sac)
         except ValueError as e:
@@ -564,11 +713,12 @@ def train(
             _fail(f"--sac {clash[0]} contradicts the option that sets it")
         extra.update(generic)
     try:
-        path = run(algo, cfg, out_dir, steps=steps, minutes=minutes, seed=seed, device=device,
-                   progress=sys.stderr.isatty() or os.environ.get("EAT_PROGRESS") == "1", resume=resume, **extra)
+        path = registry.train(algo, cfg, out_dir, steps=steps, minutes=minutes, seed=seed, device=device,
+                              progress=sys.stderr.isatty() or os.environ.get("EAT_PROGRESS") == "1", resume=resume,
+                              overrides=extra)
     except (ValueError, FileNotFoundError, ImportError) as e:
         _fail(str(e))
-    from .algos.learned import read_checkpoint
+    from .algos.sac_policy import read_checkpoint
 
     label = read_checkpoint(path).get("label", "") if path.suffix == ".pt" else ""
     out.print(f"checkpoint: {path}" + (f" ({label})" if label else ""))
@@ -585,7 +735,7 @@ def bench_train(
     and env-steps/s while training."""
     import torch
 
-    from .experiments.bench_learn import bench_update, matmul_rate
+    from .bench.train import bench_update, matmul_rate
 
     if device.startswith("cuda") and not torch.cuda.is_available():
         err.print("[yellow]CUDA is not available here; measuring on the CPU instead[/]")
@@ -596,8 +746,6 @@ def bench_train(
     if device.startswith("cuda"):
         # the same update captured without torch.compile / TF32, and eager (one launch per kernel), same run
         runs += [("eat", {"gpu_fast": False}), ("eat", {"graph": False})]
-    else:  # the autograd reference beside the fused path, measured in the same run
-        runs += [(a, {"fused_path": False}) for a in ("eat", "eat-da")]
     rows = []
     for i, (algo, kw) in enumerate(runs, 1):
         with err.status(f"measuring {algo} {' '.join(f'{k}={v}' for k, v in kw.items())} ({i}/{len(runs)})"):
@@ -639,7 +787,7 @@ def bench_decide(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """p50/p99 single-decision latency (batch 1, CPU) of every policy."""
-    from .experiments.bench_learn import bench_decide as run
+    from .bench.decide import bench_decide as run
 
     rows = run(_config(nodes=nodes, rate=0.1), decisions)
     if as_json:

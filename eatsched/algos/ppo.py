@@ -28,7 +28,7 @@ from ..core.config import EATConfig
 from ..core.policy import Policy
 from ..sim.vector import BatchedEATEnv
 from . import registry
-from .training import EVAL_COLUMNS, TRAIN_COLUMNS, Budget, CsvLog, validate
+from .training import EVAL_COLUMNS, TRAIN_COLUMNS, Budget, CsvLog, EvalLines, validate
 
 ALGO = "ppo"
 
@@ -171,6 +171,7 @@ class _TrainMonitor(BaseCallback):
         self.last_eval = 0
         self.evaluated_updates = 0
         self.last_reward = float("nan")
+        self.eval_lines = EvalLines(ALGO, not progress)  # one plain line per evaluation when there is no bar
         self.progress = None
         if progress:
             from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: PLC0415
@@ -233,6 +234,7 @@ class _TrainMonitor(BaseCallback):
         self.evaluated_updates = self.model._n_updates
         row = validate(PPOPolicy(self.config, self.model), self.config, self.args.eval_episodes)
         self.eval_log.write(step=self.num_timesteps, **row)
+        self.eval_lines(self.num_timesteps, row)
         for k, v in row.items():
             self.model.logger.record(f"eval/{k}", v)
 
@@ -295,7 +297,7 @@ def load_ppo(algo: str, config: EATConfig, path: Path, seed: int = 0) -> Policy:
     try:
         model = PPO.load(path, device="cpu")
     except Exception as e:  # SB3 raises many kinds on a foreign or damaged file
-        raise ValueError(f"{path} is not a PPO checkpoint ({type(e).__name__}: {e})") from None
+        raise ValueError(f"{path} is not a PPO checkpoint of this project ({type(e).__name__}: {e})") from None
     saved = getattr(model, "eat_config", None)
     if not isinstance(saved, dict):
         raise ValueError(f"{path} is an SB3 model without an embedded eatsched config; retrain it with `eat train`")

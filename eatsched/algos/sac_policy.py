@@ -52,9 +52,10 @@ class SACPolicy(Policy):
         import torch  # noqa: PLC0415
 
         from .fastpath import compile_actor, compile_encoder  # noqa: PLC0415
-        from .sac import build_policy_nets  # noqa: PLC0415
+        from .sac import build_policy_nets, context_key  # noqa: PLC0415
 
         self.name, self.args, self.label = algo, args, label
+        self._context_key = context_key
         self.policy_state = policy_state
         encoder, actor = build_policy_nets(args, config.queue_len, config.nodes)
         try:
@@ -100,8 +101,6 @@ class SACPolicy(Policy):
 
     def mean(self, observation: np.ndarray, noise: np.ndarray | None = None) -> np.ndarray:
         """Pre-tanh mean of the action distribution (LAD-TS: reads and writes the memory)."""
-        from .sac import context_key  # noqa: PLC0415
-
         tok = np.asarray(observation, np.float32).reshape(self.config.token_rows, -1)
         feats = self.encoder(tok)
         if not self.diffusion:
@@ -110,7 +109,7 @@ class SACPolicy(Policy):
             noise = self.rng.standard_normal(self._noise_shape, dtype=np.float32)
         key = start = None
         if self.args.latent_memory:
-            key = int(context_key(tok, self.config.queue_len, self.config.nodes))
+            key = int(self._context_key(tok, self.config.queue_len, self.config.nodes))
             start = self.memory[key]
         m = self.actor.mean(feats, noise, start)
         if key is not None:

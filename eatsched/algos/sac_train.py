@@ -34,6 +34,7 @@ from .training import (
     TRAIN_COLUMNS,
     Budget,
     CsvLog,
+    EvalLines,
     best_logged_reward,
     progress_bar,
     tensorboard,
@@ -107,11 +108,14 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
 
     best_reward = best_logged_reward(out / "eval_log.csv") if resume else -math.inf
 
+    eval_lines = EvalLines(algo, not progress, start_step)  # one plain line per evaluation when there is no bar
+
     def evaluate(step: int) -> dict:
         nonlocal best_reward
         pol = SACPolicy(config, algo, args, _policy_state(agent), seed=VALIDATION_SEED0)
         row = {"step": step, **validate(pol, config, args.eval_episodes)}
         eval_log.write(**row)
+        eval_lines(step, row)
         if row["mean_reward"] > best_reward:
             best_reward = row["mean_reward"]
             label = (f"{algo}, {config.nodes} nodes, rate {config.rate}, best evaluation at {step} env steps "

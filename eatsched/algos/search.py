@@ -38,7 +38,7 @@ from ..core.seeds import SEARCH_TRAIN_SEED0
 from ..core.workload import make_arrivals
 from ..sim.vector import BatchedEATEnv
 from . import registry
-from .training import EVAL_COLUMNS, TRAIN_COLUMNS, Budget, CsvLog, tensorboard, validate
+from .training import EVAL_COLUMNS, TRAIN_COLUMNS, Budget, CsvLog, EvalLines, tensorboard, validate
 
 
 @dataclass(frozen=True)
@@ -196,6 +196,7 @@ class _Run:
         self._last_eval_step = -1
         self.total_rounds = 0  # the paper's budget in generations / improvisation batches (0: steps or minutes)
         self._progress = _progress_bar(progress, f"{algo} N={config.nodes} rate={config.rate}")
+        self.eval_lines = EvalLines(algo, not progress)  # one plain line per evaluation when there is no bar
 
     def offer(self, sequences: np.ndarray, fitness: np.ndarray) -> None:
         i = int(np.argmax(fitness))
@@ -218,6 +219,7 @@ class _Run:
             policy = SequencePolicy(self.config, self.best, self.algo, self.best_fitness)
             row = validate(policy, self.config, self.args.eval_episodes)
             self.eval_log.write(step=f.env_steps, **row)
+            self.eval_lines(f.env_steps, row)
             if self.tb is not None:
                 for k, v in row.items():
                     self.tb.add_scalar(f"eval/{k}", v, f.env_steps)
@@ -383,7 +385,8 @@ def load_search(algo: str, config: EATConfig, path: Path, seed: int = 0) -> Poli
             sequence = z["sequence"]
             fitness = float(z["best_fitness"])
     except (KeyError, ValueError, OSError) as e:
-        raise ValueError(f"{path} is not a {algo} checkpoint ({e})") from None
+        # numpy's own message may advise allow_pickle (unsafe, and wrong here): say only what the file is not
+        raise ValueError(f"{path} is not a {algo} checkpoint of this project ({type(e).__name__})") from None
     registry.check_compatible(algo, saved, config, path, saved_algo)
     policy = SequencePolicy(config, sequence, algo, fitness)
     policy.trained_config = saved

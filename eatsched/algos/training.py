@@ -96,6 +96,35 @@ def validate(policy, config: EATConfig, episodes: int, seed: int = VALIDATION_SE
             "mean_response_s": s["mean_response_s"], "efficiency": s["efficiency"]}
 
 
+def eval_line(algo: str, step: int, row: dict, env_steps_per_s: float | None = None) -> str:
+    """One evaluation as one plain line (for logs and pipes, where there is no progress bar)."""
+    from ..core.metrics import metric_label  # noqa: PLC0415
+
+    sps = "" if env_steps_per_s is None else f"; {env_steps_per_s:,.0f} env steps/s"
+    parts = [f"{metric_label(k)} {row[k]:.4g}" for k in ("mean_reward", "efficiency", "mean_response_s")
+             if k in row and row[k] is not None]
+    return f"{algo} eval at {step:,} env steps{sps}: " + "; ".join(parts)
+
+
+class EvalLines:
+    """When the progress bar is off (stderr is not a terminal), one ``eval_line`` per periodic evaluation on stderr,
+    with the env steps/s since the previous one; when the bar is on, nothing (the bar shows the same)."""
+
+    def __init__(self, algo: str, enabled: bool, start_step: int = 0):
+        self.algo, self.enabled = algo, enabled
+        self._t, self._step = time.perf_counter(), start_step
+
+    def __call__(self, step: int, row: dict) -> None:
+        if not self.enabled:
+            return
+        import sys  # noqa: PLC0415
+
+        now = time.perf_counter()
+        sps = (step - self._step) / max(1e-9, now - self._t)
+        self._t, self._step = now, step
+        print(eval_line(self.algo, step, row, sps), file=sys.stderr, flush=True)
+
+
 def best_logged_reward(path: Path) -> float:
     """Highest mean reward in an existing eval_log.csv (a resumed run keeps its best policy unless beaten)."""
     try:

@@ -16,6 +16,34 @@ TASK_COLUMNS = (
 )
 
 
+EFFICIENCY_DEFINITION = "efficiency = mean quality / mean response in model seconds (higher is better)"
+"""The one-line definition every table that shows efficiency prints under it."""
+
+METRIC_INFO: dict[str, tuple[str, str, str]] = {
+    # summary key: (label, unit, "lower" | "higher" is better)
+    "tasks_completed": ("tasks completed", "count", "higher"),
+    "completed_fraction": ("completed fraction", "of tasks", "higher"),
+    "mean_response_s": ("mean response", "model s", "lower"),
+    "p95_response_s": ("p95 response", "model s", "lower"),
+    "mean_quality": ("mean quality", "CLIP score q(s)", "higher"),
+    "reload_rate": ("reload rate", "reloads / launched task", "lower"),
+    "efficiency": ("efficiency", "quality / model s", "higher"),
+    "mean_decision_ms": ("mean decision time", "wall ms", "lower"),
+    "mean_reward": ("mean reward", "per episode", "higher"),
+    "reward": ("reward", "per episode", "higher"),
+}
+"""How a metric is shown to a person: label, unit and direction. The keys (the JSON field names) never change;
+times in the simulator are model seconds (the time profile's clock), decision times are wall milliseconds."""
+
+
+def metric_label(key: str) -> str:
+    """``mean_response_s`` -> ``mean response (model s, lower is better)``; an unknown key is returned as is."""
+    if key not in METRIC_INFO:
+        return key
+    label, unit, better = METRIC_INFO[key]
+    return f"{label} ({unit}, {better} is better)"
+
+
 def server_ids(mask: int) -> list[int]:
     return [j for j in range(63) if (int(mask) >> j) & 1]
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..algos import registry
 from ..core.config import EATConfig
+from ..core.metrics import EFFICIENCY_DEFINITION
 from ..core.seeds import HELD_OUT_SEED0
 
 GRIDS: dict[str, tuple[tuple[int, tuple[float, ...]], ...]] = {
@@ -47,13 +48,16 @@ EVAL_SEED0 = HELD_OUT_SEED0
 policy was trained or selected on these workloads)."""
 
 METRICS: dict[str, tuple[str, str, str]] = {
-    # table name: (summary key, title, number format)
-    "quality": ("mean_quality", "Table IX: mean task quality (CLIP-score model q(s))", "{:.3f}"),
-    "response": ("mean_response_s", "Table X: mean response latency (s)", "{:.1f}"),
-    "reload": ("reload_rate", "Table XI: model reload rate (reloads / launched tasks)", "{:.3f}"),
-    "decision_time": ("mean_decision_ms", "Table XII: mean decision time per scheduling step (ms)", "{:.3f}"),
+    # table name: (summary key, title with unit and direction, number format)
+    "quality": ("mean_quality", "Table IX: mean task quality (CLIP-score model q(s), higher is better)", "{:.3f}"),
+    "response": ("mean_response_s", "Table X: mean response latency (model s, lower is better)", "{:.1f}"),
+    "reload": ("reload_rate", "Table XI: model reload rate (reloads / launched tasks, lower is better)", "{:.3f}"),
+    "decision_time": ("mean_decision_ms",
+                      "Table XII: mean decision time per scheduling step (wall ms, lower is better)", "{:.3f}"),
+    "efficiency": ("efficiency", "Fig. 8 as a table: efficiency (quality / model s, higher is better)", "{:.4f}"),
 }
-"""The tables ``evaluate`` writes, in the paper's order."""
+"""The tables ``evaluate`` writes: the paper's four in its order, then Fig. 8's numbers. Every title says the unit
+and which direction is better (model s: the simulator's clock; wall ms: measured on the machine that ran it)."""
 
 EPISODE_KEYS = ("mean_quality", "mean_response_s", "p95_response_s", "reload_rate", "efficiency",
                 "mean_decision_ms", "reward", "completed_fraction", "decisions")
@@ -391,36 +395,101 @@ def markdown_table(ev: Evaluation, metric: str) -> str:
         lines.append("| *lower bound* | " + " | ".join(cells) + " |")
         lines += ["", "*lower bound*: no schedule of these workloads has a lower mean response (relaxation to one "
                   "preemptive machine, docs/optimal.md); not shown where episodes were truncated."]
+    if metric == "efficiency":
+        lines += ["", EFFICIENCY_DEFINITION + "."]
     if ev.skipped:
         lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in ev.skipped.items())]
     return "\n".join(lines) + "\n"
 
 
-def plot_efficiency(ev: Evaluation, path: Path) -> None:
-    """Fig. 8: efficiency (mean quality / mean response s) per algorithm, one panel per cluster size."""
-    import matplotlib  # noqa: PLC0415
+ALGO_COLOURS: dict[str, str] = {
+    "eat": "#0072B2", "eat-a": "#56B4E9", "eat-d": "#009E73", "eat-da": "#332288", "lad-ts": "#CC79A7",
+    "ppo": "#882255", "genetic": "#999933", "harmony": "#44AA99", "random": "#777777", "fifo": "#E69F00",
+    "greedy": "#D55E00", "adaptive": "#000000",
+}
+"""One fixed colour per registered scheduler, the same in every plot: Okabe-Ito's colour-blind-safe eight (without
+yellow, which vanishes on white) and Paul Tol's indigo, wine, olive and teal. Markers tell them apart too."""
+EXTRA_COLOURS = ("#AA4499", "#117733", "#DDAA33", "#6699CC", "#994455", "#997700", "#EE99AA", "#004488")
+"""Colours for schedulers not in ``ALGO_COLOURS`` (a new registry entry), handed out in order of appearance."""
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "*", "d", "H", "8")
+"""One marker per algorithm (the registry's order); ``*`` is drawn larger, being thinner."""
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+def algo_styles(names: Sequence[str]) -> dict[str, dict]:
+    """Colour and marker of each algorithm in ``names``: deterministic per name, distinct within one plot."""
+    known = list(ALGO_COLOURS)
+    used = {ALGO_COLOURS[n] for n in names if n in ALGO_COLOURS}
+    spare = [c for c in EXTRA_COLOURS if c not in used]
+    taken_markers = {known.index(n) % len(MARKERS) for n in names if n in ALGO_COLOURS}
+    spare_markers = [m for i, m in enumerate(MARKERS) if i not in taken_markers]
+    out: dict[str, dict] = {}
+    for n in dict.fromkeys(names):
+        if n in ALGO_COLOURS:
+            out[n] = {"color": ALGO_COLOURS[n], "marker": MARKERS[known.index(n) % len(MARKERS)]}
+        else:
+            k = len([m for m in out if m not in ALGO_COLOURS])
+            out[n] = {"color": spare[k % len(spare)], "marker": spare_markers[k % len(spare_markers)]}
+    return out
+
+
+def plot_efficiency(ev: Evaluation, path: Path | None = None):
+    """Fig. 8: efficiency (mean quality / mean response in model s) per algorithm, one panel per cluster size;
+    returns the matplotlib ``Figure`` (written to ``path`` when given).
+
+    A panel with several rates draws a line per algorithm against the rate, the algorithms' points side by side
+    around each rate so that their error bars do not cover each other; a panel with one rate (the small grid)
+    draws one point per algorithm, algorithms across."""
+    from matplotlib.figure import Figure  # noqa: PLC0415 - no pyplot: no global state
+    from matplotlib.lines import Line2D  # noqa: PLC0415
 
     groups = ev.settings.grid_cells()
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False)
-    for ax, (nodes, rates) in zip(axes[0], groups, strict=True):
-        for algo in ev.settings.algos:
-            recs = [ev.records.get(Cell(algo, nodes, float(r))) for r in rates]
-            pts = [(r, rec["summary"]["efficiency"], rec["ci95"].get("efficiency", math.nan))
-                   for r, rec in zip(rates, recs, strict=True) if rec is not None]
-            if pts:
-                x, y, e = zip(*pts, strict=True)
-                ax.errorbar(x, y, yerr=[0 if v != v else v for v in e], marker="o", ms=3, capsize=2, label=algo)
-        ax.set_title(f"{nodes} nodes")
-        ax.set_xlabel("arrival rate (tasks/s)")
-        ax.set_ylabel("efficiency (quality / response s)")
+    algos = [a for a in ev.settings.algos if any(c.algo == a for c in ev.records)]
+    styles = algo_styles(algos)
+    fig = Figure(figsize=(4.4 * len(groups) + 1.8, 3.8))
+    axes = fig.subplots(1, len(groups), squeeze=False)[0]
+    for ax, (nodes, rates) in zip(axes, groups, strict=True):
+        rates = [float(r) for r in rates]
+        spacing = min((b - a for a, b in zip(rates, rates[1:], strict=False)), default=1.0)
+        for i, algo in enumerate(algos):
+            pts = []
+            for r in rates:
+                rec = ev.records.get(Cell(algo, nodes, r))
+                if rec is not None:
+                    e = rec.get("ci95", {}).get("efficiency", math.nan)
+                    pts.append((r, float(rec["summary"]["efficiency"]), 0.0 if e != e else float(e)))
+            if not pts:
+                continue
+            r, y, e = (list(v) for v in zip(*pts, strict=True))
+            if len(rates) == 1:
+                x = [float(i)] * len(r)
+            else:  # dodge: the algorithms share 60% of the gap between rates
+                x = [v + spacing * 0.6 * ((i + 0.5) / len(algos) - 0.5) for v in r]
+            bars = ax.errorbar(x, y, yerr=e, color=styles[algo]["color"], marker=styles[algo]["marker"],
+                               ms=9.5 if styles[algo]["marker"] == "*" else 7,
+                               mec="white", mew=0.4, capsize=2, lw=1.2 if len(rates) > 1 else 0, elinewidth=1,
+                               label=algo)
+            bars.lines[0].set_gid(f"efficiency/{algo}")  # the points (a test reads them back by this id)
+        if len(rates) == 1:
+            ax.set_xticks(range(len(algos)))
+            ax.set_xticklabels(algos, rotation=60, ha="right", fontsize=8)
+            ax.set_xlim(-0.7, len(algos) - 0.3)
+            ax.set_title(f"{nodes} nodes, {rates[0]:g} tasks/s", fontsize=10)
+        else:
+            ax.set_xticks(rates)
+            ax.set_xticklabels([f"{r:g}" for r in rates])
+            ax.set_xlabel("arrival rate (tasks/s)")
+            ax.set_title(f"{nodes} nodes", fontsize=10)
+        ax.set_ylabel("efficiency (quality / model s)")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    handles = [Line2D([], [], color=styles[a]["color"], marker=styles[a]["marker"], mec="white", label=a,
+                      ms=8.5 if styles[a]["marker"] == "*" else 6) for a in algos]
+    fig.legend(handles=handles, loc="center right", fontsize=8, title="algorithm", title_fontsize=8, frameon=False)
+    s = ev.settings
+    fig.suptitle(f"{EFFICIENCY_DEFINITION}; mean and 95% CI over {s.seeds} held-out seeds", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1 - 1.5 / fig.get_figwidth(), 1))
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
 
 
 TRAIN_COLUMNS = ("step", "episodes", "episode_reward", "episode_length", "loss_actor", "loss_critic", "alpha",
@@ -446,30 +515,49 @@ def read_train_logs(logs: Path) -> dict[str, dict[str, np.ndarray]]:
     return runs
 
 
-def plot_training(logs: Path, path: Path) -> bool:
-    """Fig. 5: episode reward, losses and episode length against env steps for every run under ``logs``.
-    Returns False (and draws nothing) when there are no logs."""
+def plot_training(logs: Path, path: Path | None = None):
+    """Fig. 5: episode reward, losses and episode length against env steps for every run under ``logs``
+    (``<algo>-n<nodes>``: colour and marker by algorithm, line style by cluster size). Returns the matplotlib
+    ``Figure`` (written to ``path`` when given), or None (and draws nothing) when there are no logs."""
     runs = read_train_logs(logs)
     if not runs:
-        return False
-    import matplotlib  # noqa: PLC0415
+        return None
+    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.lines import Line2D  # noqa: PLC0415
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    def split(name: str) -> tuple[str, str]:
+        algo, _, nodes = name.rpartition("-n")
+        return (algo, nodes) if algo and nodes.isdigit() else (name, "")
 
-    panels = (("episode_reward", "(a) episode reward"), ("loss_actor", "(b) actor loss"),
-              ("loss_critic", "(c) critic loss"), ("episode_length", "(d) episode length"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
-    for ax, (col, title) in zip(axes, panels, strict=True):
+    order = list(ALGO_COLOURS)
+    algos = sorted(dict.fromkeys(split(n)[0] for n in runs),
+                   key=lambda a: (a not in order, order.index(a) if a in order else 0, a))  # the registry's order
+    sizes = sorted({split(n)[1] for n in runs}, key=lambda v: (len(v), v))
+    dashes = dict(zip(sizes, ("-", "--", ":", "-."), strict=False))
+    styles = algo_styles(algos)
+    panels = (("episode_reward", "(a) episode reward (higher is better)", "reward per episode"),
+              ("loss_actor", "(b) actor loss", "loss"), ("loss_critic", "(c) critic loss", "loss"),
+              ("episode_length", "(d) episode length", "decisions per episode"))
+    fig = Figure(figsize=(4.2 * len(panels) + 1.8, 3.6))
+    axes = fig.subplots(1, len(panels))
+    for ax, (col, title, unit) in zip(axes, panels, strict=True):
         for name, cols in runs.items():
             if col in cols and np.isfinite(cols[col]).any():
+                algo, size = split(name)
                 ok = np.isfinite(cols[col])
-                ax.plot(cols["step"][ok], cols[col][ok], label=name, lw=1)
-        ax.set_title(title)
+                ax.plot(cols["step"][ok], cols[col][ok], label=name, lw=1.2, color=styles[algo]["color"],
+                        marker=styles[algo]["marker"], ms=4, markevery=max(1, int(ok.sum()) // 8),
+                        ls=dashes.get(size, "-"), gid=f"training/{name}")
+        ax.set_title(title, fontsize=10)
         ax.set_xlabel("env steps")
+        ax.set_ylabel(unit)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return True
+    handles = [Line2D([], [], color=styles[a]["color"], marker=styles[a]["marker"], ms=5, label=a) for a in algos]
+    if len(sizes) > 1 or sizes != [""]:
+        handles += [Line2D([], [], color="#555555", ls=dashes[v], label=f"{v} nodes" if v else "other")
+                    for v in sizes]
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1 - 1.5 / fig.get_figwidth(), 1))
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig

@@ -436,7 +436,8 @@ def gap_table_markdown(rows: list[dict]) -> str:
              f"{r0['seed0']}..), solved exactly. Gap: how far below the offline optimum of R0 (the simulator reward "
              f"without the Wbar term; docs/optimal.md) a scheduler's schedule scores; response excess: how far its "
              f"mean response is above the minimum possible.", "",
-             "| scheduler | mean R0 gap % | max R0 gap % | mean response excess % |", "|---|---|---|---|"]
+             "| scheduler | mean R0 gap % (lower is better) | max R0 gap % (lower is better) "
+             "| mean response excess % (lower is better) |", "|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['name']} | {r['gap_pct']:.1f} | {r['max_gap_pct']:.1f} | {r['response_excess_pct']:.1f} |")
     return "\n".join(lines) + "\n"

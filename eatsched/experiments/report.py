@@ -16,9 +16,9 @@ from .paper_tables import PAPER_TABLES
 
 BEGIN = "<!-- BEGIN GENERATED: eat report --results-md; do not edit by hand -->"
 END = "<!-- END GENERATED -->"
-PLOTS = (("efficiency.png", "Fig. 8: efficiency (mean quality / mean response)"),
-         ("training.png", "Fig. 5: training curves"))
-HIGHER_IS_BETTER = {"quality": True, "response": False, "reload": False, "decision_time": False}
+PLOTS = (("efficiency.png", "Fig. 8: efficiency (mean quality / mean response in model s, higher is better)"),
+         ("training.png", "Fig. 5: training curves against env steps"))
+HIGHER_IS_BETTER = {"quality": True, "response": False, "reload": False, "decision_time": False, "efficiency": True}
 
 
 def load_evaluation(run_dir: Path) -> Evaluation:
@@ -109,7 +109,8 @@ def results_section(ev: Evaluation, extra: str = "") -> str:
         lines += ["Skipped (module or checkpoint missing when the run was made): " + ", ".join(algos), ""]
     for metric in METRICS:
         lines += _side_by_side(ev, metric)
-    lines += ["![Fig. 8: efficiency (mean quality / mean response) per cluster size](results-efficiency.png)", ""]
+    lines += ["![Fig. 8: efficiency (mean quality / mean response in model s, higher is better) per cluster size]"
+              "(results-efficiency.png)", ""]
     if extra:
         lines += [extra.replace("### ", "#### "), ""]
     lines += [END, ""]
