@@ -1,4 +1,7 @@
-"""A thin HTTP client of the host (``eat submit``, ``eat demo``, tests)."""
+"""A thin HTTP client of the host (``eat submit``, ``eat demo``, tests).
+
+Times in the host's answers (``wait_s``, ``init_s``, ``exec_s``, ``response_s``, ``busy_for_s``) are wall seconds;
+the policy's clock is model seconds = wall seconds / the host's ``time_scale`` (``GET /v1/cluster``)."""
 
 from __future__ import annotations
 
@@ -71,13 +74,37 @@ class Client:
             if not page["data"] or offset >= page["count"]:
                 return out
 
-    def wait(self, task_id: str, timeout: float = 600.0, poll: float = 0.2) -> dict:
-        """Poll until the task reached a terminal state (or the timeout passed)."""
+    def ready(self) -> dict:
+        """``GET /readyz``: the host's readiness (``ready`` is False while it warms up its policy)."""
+        r = self.http.get("/readyz")
+        if r.status_code not in (200, 503):
+            self._check(r)
+        return r.json()
+
+    def waiting_reason(self, task: dict) -> str:
+        """Why ``task`` has not finished yet, in words (``waiting_reason`` on this host's cluster view)."""
+        ready = self.ready()
+        if not ready.get("ready", True):
+            return "the host is warming up its policy; it decides nothing before it is ready"
+        return waiting_reason(task, self.cluster())
+
+    def wait(self, task_id: str, timeout: float = 600.0, poll: float = 0.2, on_wait=None,
+             explain_every: float = 1.0) -> dict:
+        """Poll until the task reached a terminal state (or the timeout passed). ``on_wait(reason)`` is called
+        whenever the reason it has not finished (``waiting_reason``, asked at most every ``explain_every`` s)
+        changes."""
         deadline = time.monotonic() + timeout
+        said, asked = None, -explain_every
         while True:
             t = self.task(task_id)
             if t["state"] in TERMINAL or time.monotonic() > deadline:
                 return t
+            if on_wait is not None and time.monotonic() - asked >= explain_every:
+                asked = time.monotonic()
+                reason = self.waiting_reason(t)
+                if reason != said:
+                    on_wait(reason)
+                    said = reason
             time.sleep(poll)
 
     def wait_all(self, ids: list[str], timeout: float = 600.0, poll: float = 0.3) -> dict[str, dict]:
@@ -91,3 +118,22 @@ class Client:
             if time.monotonic() > deadline:
                 return rows
             time.sleep(poll)
+
+
+def waiting_reason(task: dict, cluster: dict) -> str:
+    """Why a task has not finished, from it and the cluster view: for a queued task whether enough servers are up
+    ("needs 4 servers, 3 up") and idle, else that the policy holds it; for a running one where it runs."""
+    k = int(task["patches"])
+    if task["state"] == "running":
+        return f"running on {' '.join(task['servers'])} ({task['steps']} steps, {k} patch{'es' if k > 1 else ''})"
+    if task["state"] != "queued":
+        return task["state"]
+    up = sum(1 for s in cluster["servers"] if s["up"])
+    idle = sum(1 for s in cluster["servers"] if s["up"] and not s["busy"])
+    queued = cluster["queue_length"]
+    ahead = f"; {queued - 1} other task{'s' if queued != 2 else ''} queued" if queued > 1 else ""
+    if up < k:
+        return f"queued: needs {k} servers, {up} up (start more workers){ahead}"
+    if idle < k:
+        return f"queued: needs {k} servers, {idle} of {up} up are idle{ahead}"
+    return f"queued: {k} of {idle} idle servers would do; the policy ({cluster['policy']}) waits{ahead}"
