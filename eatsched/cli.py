@@ -353,10 +353,22 @@ def serve(
     profile: str = typer.Option("reference", help="time profile the online predictor starts from"),
     time_scale: float = typer.Option(1.0, "--time-scale", help="wall seconds per model second (the workers' value)"),
     model: list[str] = typer.Option(["sd-v1-4"], "--model", help="model names served (repeat; first is default)"),
-    token: str | None = typer.Option(None, envvar="EAT_TOKEN", help="bearer token for writes and workers"),
+    token: str | None = typer.Option(None, envvar="EAT_TOKEN",
+                                     help="clients' bearer token: to submit, cancel and (unless --public-read) read"),
+    worker_token: str | None = typer.Option(None, "--worker-token", envvar="EAT_WORKER_TOKEN",
+                                            help="workers' bearer token (default: --token, with a warning)"),
+    public_read: bool = typer.Option(False, "--public-read", help="reads need no token (demos; addresses hidden)"),
+    forwarded_allow_ips: str | None = typer.Option(
+        None, "--forwarded-allow-ips", help="proxies whose X-Forwarded-For names the client (default: none; the "
+                                            "rate limit keys on the peer address)"),
     heartbeat_timeout: float = typer.Option(5.0, "--heartbeat-timeout", help="seconds before a silent worker is down"),
     heartbeat: float = typer.Option(1.0, "--heartbeat", help="seconds between worker heartbeats"),
     rate_limit: float = typer.Option(50.0, "--rate-limit", help="submissions/s per client (0: no limit)"),
+    rate_burst: int = typer.Option(200, "--rate-burst", help="submissions a client may make at once"),
+    deadline_factor: float = typer.Option(
+        10.0, "--deadline-factor", help="an attempt is abandoned and re-queued after this many times its predicted "
+                                        "init + exec time ..."),
+    deadline_min: float = typer.Option(30.0, "--deadline-min", help="... but not before this many seconds"),
     log_level: str = typer.Option("info", "--log-level"),
 ):
     """Run the host: HTTP API (docs at /docs), durable queue, scheduling loop, web page at /."""
@@ -369,8 +381,10 @@ def serve(
     try:
         s = HostSettings(bind=bind, port=port, data_dir=str(data_dir), nodes=nodes, policy=policy,
                          checkpoint=checkpoint, profile=profile, time_scale=time_scale, models=tuple(model),
-                         token=token, heartbeat_s=heartbeat, heartbeat_timeout_s=heartbeat_timeout,
-                         rate_limit=rate_limit)
+                         token=token, worker_token=worker_token, public_read=public_read,
+                         forwarded_allow_ips=forwarded_allow_ips, heartbeat_s=heartbeat,
+                         heartbeat_timeout_s=heartbeat_timeout, rate_limit=rate_limit, rate_burst=rate_burst,
+                         job_deadline_factor=deadline_factor, job_deadline_min_s=deadline_min)
         err.print(f"eat serve: http://{bind}:{port}/  (API docs /docs, data in {data_dir})")
         run_host(s, log_level=log_level.lower())
     except (ValueError, FileNotFoundError) as e:
@@ -393,7 +407,8 @@ def worker(
     cuda_graph: bool | None = typer.Option(None, "--cuda-graph/--no-cuda-graph", help="diffusers backend: CUDA graphs"),
     clip_model: str | None = typer.Option(None, "--clip-model", help="diffusers backend: CLIP model dir for scores"),
     threads: int | None = typer.Option(None, help="diffusers backend: CPU threads (1 each for workers sharing a CPU)"),
-    token: str | None = typer.Option(None, envvar="EAT_TOKEN", help="bearer token of the host"),
+    token: str | None = typer.Option(None, "--token", "--worker-token", envvar=["EAT_WORKER_TOKEN", "EAT_TOKEN"],
+                                     help="the host's worker token (eat serve --worker-token)"),
     log_level: str = typer.Option("warning", "--log-level"),
 ):
     """Run an edge worker that takes patch jobs from the host."""
@@ -439,29 +454,45 @@ def submit(
     token: str | None = typer.Option(None, envvar="EAT_TOKEN", help="bearer token of the host"),
     as_json: bool = typer.Option(False, "--json", help="print the task as JSON"),
 ):
-    """Submit one prompt to a running host (thin client)."""
+    """Submit one prompt to a running host (thin client). Times are wall seconds (model s = wall s / the host's time
+    scale); with --wait it says on stderr why the task waits (e.g. "needs 4 servers, 3 up") whenever that changes."""
     import httpx
 
-    from .serving.client import Client, HostError
+    from .serving.client import TERMINAL, Client, HostError
+
+    reason = None
+
+    def waiting(why: str) -> None:
+        nonlocal reason
+        reason = why
+        err.print(f"waiting: {why}", highlight=False, soft_wrap=True)
 
     try:
         with Client(host, token=token) as c:
             task_id = c.submit(prompt, patches=patches, model=model, seed=seed, negative_prompt=negative_prompt)
-            task = c.wait(task_id) if wait else c.task(task_id)
+            task = c.wait(task_id, on_wait=waiting) if wait else c.task(task_id)
             if wait and out_file is not None and task["state"] == "finished":
                 out_file.write_bytes(c.image(task_id))
+            scale = c.cluster()["time_scale"]
     except HostError as e:
         _fail(str(e))
     except httpx.TransportError as e:
         _fail(f"cannot reach the host at {host}: {e}")
-    if as_json:
-        print(json.dumps(task))
+    if as_json:  # the host's fields (times in wall s) plus the unit and the time scale to convert them
+        extra = {"time_unit": "wall s", "time_scale": scale}
+        if task.get("response_s") is not None:
+            extra["response_wall_s"] = task["response_s"]
+            extra["response_model_s"] = task["response_s"] / scale
+        print(json.dumps(task | extra))
         return
     out.print(f"task {task['id']}: {task['state']}")
     if task["state"] == "finished":
-        out.print(f"  steps {task['steps']} on {' '.join(task['servers'])}, response {task['response_s']:.2f} s"
-                  f" (wait {task['wait_s']:.2f}, init {task['init_s']:.2f}, exec {task['exec_s']:.2f})")
+        out.print(f"  steps {task['steps']} on {' '.join(task['servers'])}, response {task['response_s']:.2f} wall s"
+                  f" (wait {task['wait_s']:.2f}, init {task['init_s']:.2f}, exec {task['exec_s']:.2f} wall s;"
+                  f" = {task['response_s'] / scale:.1f} model s at time scale {scale:g})", highlight=False)
         out.print(f"  image: {host.rstrip('/')}{task['image_url']}" + (f" -> {out_file}" if out_file else ""))
+    elif wait and task["state"] not in TERMINAL:
+        out.print(f"  gave up waiting; last reason: {reason or 'none given'}", highlight=False)
 
 
 @app.command()
@@ -476,7 +507,9 @@ def demo(
     out_dir: Path = typer.Option(Path("runs/demo-serve"), "--out", help="data dirs, images and logs go here"),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON at the end"),
 ):
-    """Serving system end to end: a host + simulated workers on loopback, real prompts, EAT vs a baseline."""
+    """Serving system end to end: a host + simulated workers on loopback, real prompts, EAT vs a baseline.
+    Waits until each host is ready (policy warmed up), then prints a live view (plain lines off a terminal), a metrics
+    table (model s and wall s labelled, with directions) and writes OUT/timeline.png, the schedule of both."""
     import signal
 
     from .serving.demo import DemoSettings, run_demo
@@ -491,6 +524,8 @@ def demo(
     try:
         rows = run_demo(DemoSettings(nodes=nodes, tasks=tasks, rate=rate, time_scale=time_scale, policy=policy,
                                      baseline=baseline, seed=seed, out=out_dir), console=err if as_json else out)
+    except (RuntimeError, TimeoutError) as e:  # a host that did not start, or an episode that got stuck
+        _fail(str(e))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

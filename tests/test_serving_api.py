@@ -34,7 +34,8 @@ def running_host(tmp_path, **kw):
 
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    with running_host(tmp_path_factory.mktemp("api"), token=TOKEN, max_prompt_chars=100, rate_limit=0) as url:
+    with running_host(tmp_path_factory.mktemp("api"), token=TOKEN, public_read=True, max_prompt_chars=100,
+                      rate_limit=0) as url:
         with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
             yield c
 

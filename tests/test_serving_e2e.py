@@ -22,7 +22,7 @@ PROMPTS = ["a lighthouse on a cliff at dawn", "a red fox in fresh snow", "an ast
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     c = LocalCluster(tmp_path_factory.mktemp("serve"), nodes=NODES, time_scale=0.005, policy="eat", token=TOKEN,
-                     heartbeat_s=0.3, heartbeat_timeout_s=2.0)
+                     public_read=True, heartbeat_s=0.3, heartbeat_timeout_s=2.0)  # the web page reads without one
     with c:
         c.start_host()
         c.start_workers()

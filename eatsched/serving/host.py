@@ -31,12 +31,14 @@ class Host:
     def task_public(row: dict) -> dict:
         return views.task_public(row)
 
-    def cluster_public(self) -> dict:
-        return views.cluster_public(self.engine)
+    def cluster_public(self, *, addresses: bool = True) -> dict:
+        """``addresses``: show workers' addresses and ports (to authenticated callers only)."""
+        return views.cluster_public(self.engine, addresses=addresses)
 
     def metrics_text(self) -> str:
         return self.metrics.prometheus_text(queue_length=self.sched.queue_length, task_counts=self.store.counts(),
-                                            workers_up=self.executor.workers_up())
+                                            workers_up=self.executor.workers_up(),
+                                            rate_clients=len(self.engine.limiter.buckets))
 
 
 __all__ = ["Host", "HostSettings", "Rejected", "load_policy", "QUEUED", "FINISHED", "CANCELLED"]

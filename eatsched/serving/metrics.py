@@ -24,6 +24,8 @@ class Metrics:
         self.launch_count = 0
         self.requeue_count = 0
         self.worker_failures = 0
+        self.deadlines_missed = 0
+        self.results_rejected = 0
 
     # --- counting (engine and executor) ---------------------------------------------------------------
     def decision(self, ms: float) -> None:
@@ -45,8 +47,15 @@ class Metrics:
     def worker_failed(self) -> None:
         self.worker_failures += 1
 
+    def deadline_missed(self) -> None:
+        self.deadlines_missed += 1
+
+    def result_rejected(self) -> None:
+        self.results_rejected += 1
+
     # --- the scrape -----------------------------------------------------------------------------------
-    def prometheus_text(self, *, queue_length: int, task_counts: dict[str, int], workers_up: int) -> str:
+    def prometheus_text(self, *, queue_length: int, task_counts: dict[str, int], workers_up: int,
+                        rate_clients: int = 0) -> str:
         lines = [
             "# HELP eat_queue_length Tasks waiting to be scheduled.", "# TYPE eat_queue_length gauge",
             f"eat_queue_length {queue_length}",
@@ -62,6 +71,12 @@ class Metrics:
             f"eat_requeues_total {self.requeue_count}",
             "# HELP eat_worker_failures_total Workers marked down.", "# TYPE eat_worker_failures_total counter",
             f"eat_worker_failures_total {self.worker_failures}",
+            "# HELP eat_deadlines_missed_total Attempts abandoned at their deadline.",
+            "# TYPE eat_deadlines_missed_total counter", f"eat_deadlines_missed_total {self.deadlines_missed}",
+            "# HELP eat_results_rejected_total Worker results refused (invalid, forged, duplicate or late).",
+            "# TYPE eat_results_rejected_total counter", f"eat_results_rejected_total {self.results_rejected}",
+            "# HELP eat_rate_limit_clients Clients the submission rate limiter remembers.",
+            "# TYPE eat_rate_limit_clients gauge", f"eat_rate_limit_clients {rate_clients}",
             "# HELP eat_response_seconds Task response time (submit to finish).",
             "# TYPE eat_response_seconds histogram",
         ]

@@ -37,14 +37,17 @@ def task_public(row: dict) -> dict:
     return out
 
 
-def worker_public(w: WorkerConn) -> dict:
-    return {"id": w.id, "index": w.index, "speed": w.speed, "addr": w.addr, "port": w.port, "backend": w.backend,
+def worker_public(w: WorkerConn, *, addresses: bool = True) -> dict:
+    """A worker; its address and port only with ``addresses`` (authenticated callers), else None."""
+    return {"id": w.id, "index": w.index, "speed": w.speed, "addr": w.addr if addresses else None,
+            "port": w.port if addresses else None, "backend": w.backend,
             "up": w.up, "job": w.assigned, "draining": w.draining, "jobs_done": w.jobs_done,
             "seen_s_ago": round(time.monotonic() - w.last_seen, 3)}
 
 
-def cluster_public(engine: Engine) -> dict:
-    """Servers, groups, workers, predictor fits and policy (``GET /v1/cluster``)."""
+def cluster_public(engine: Engine, *, addresses: bool = True) -> dict:
+    """Servers, groups, workers, predictor fits and policy (``GET /v1/cluster``); workers' addresses and ports
+    only with ``addresses``."""
     s, sched = engine.settings, engine.sched
     servers = sched.server_rows(engine.now())
     for srv in servers:
@@ -59,7 +62,7 @@ def cluster_public(engine: Engine) -> dict:
         "policy": engine.policy_name, "nodes": s.nodes, "time_scale": s.time_scale,
         "queue_length": sched.queue_length, "running": sched.running_count,
         "servers": servers, "groups": [{"id": g, "members": m} for g, m in sorted(groups.items())],
-        "workers": [worker_public(w) for w in engine.executor.workers.values()],
+        "workers": [worker_public(w, addresses=addresses) for w in engine.executor.workers.values()],
         "predictor": engine.predictor.snapshot(), "models": list(s.models),
         "patches": list(engine.patch_choices),
     }

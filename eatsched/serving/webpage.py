@@ -71,6 +71,14 @@ def host_timeline(host, minutes: float = TIMELINE_MINUTES) -> dict:
     return tl
 
 
+def json_safe(tl: dict) -> dict:
+    """``host_timeline``'s dict for JSON: a time not known yet (NaN: a queued task's start) becomes null."""
+    def clean(v):
+        return None if isinstance(v, float) and math.isnan(v) else v
+
+    return {**tl, "tasks": [{k: clean(v) for k, v in t.items()} for t in tl["tasks"]]}
+
+
 _render_lock = threading.Lock()
 
 

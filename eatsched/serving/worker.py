@@ -40,7 +40,7 @@ class WorkerSettings:
     addr: str = "127.0.0.1"
     """address other workers reach this one at"""
     token: str | None = None
-    """bearer token of the host (env EAT_TOKEN)"""
+    """the host's worker token (``eat serve --worker-token``; env EAT_WORKER_TOKEN, else EAT_TOKEN)"""
     poll_s: float = 10.0
     """how long one long-poll for a job waits on the host"""
     result_retry_s: float = 60.0
@@ -115,6 +115,9 @@ class Worker:
                 if r.status_code == 404:
                     self.register()
                     continue
+                if r.status_code >= 400:  # not counted (stale, late, refused): the host re-runs the task
+                    log.warning("the host did not take the result of %s (%s): %s", payload["key"], r.status_code,
+                                r.text[:200])
                 return
             except httpx.TransportError:
                 if time.monotonic() > deadline:
@@ -130,7 +133,7 @@ class Worker:
         job = PatchJob.from_dict(envelope["job"])
         self.running = envelope["key"]
         payload = {"key": envelope["key"], "attempt": envelope["attempt"], "task_id": job.task_id,
-                   "rank": job.group.rank}
+                   "rank": job.group.rank, "ticket": envelope.get("ticket", "")}
         try:
             res = self.backend.run(job)
             payload.update(init_s=res.init_s, exec_s=res.exec_s, reloaded=res.reloaded, clip_score=res.clip_score,
@@ -138,7 +141,8 @@ class Worker:
         except Exception as e:  # noqa: BLE001 - the host must hear about every failure
             log.exception("job %s failed", envelope["key"])
             self.backend.release()
-            payload["error"] = f"{type(e).__name__}: {e}"
+            # bounded and valid UTF-8, as the host requires (it would refuse the whole result otherwise)
+            payload["error"] = f"{type(e).__name__}: {e}"[:2000].encode("utf-8", "replace").decode("utf-8")
         self._post_result(payload)
         self._done_keys.append(envelope["key"])
         self.running = None
