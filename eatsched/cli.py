@@ -157,6 +157,20 @@ def _workload_text(cfg: EATConfig, trace_tasks: int | None, episodes: int | None
     return f"{kind} {cfg.rate:g} tasks/s, {n} of {cfg.tasks_per_episode} tasks"
 
 
+_PRESET_HELP = ("spec | authors: the authors' simulator, every SPEC fix undone (docs/fidelity.md); --set turns single "
+                "switches back, e.g. --set selector=least-fragmentation")
+
+
+def _preset(name: str, **fields) -> dict:
+    """Config fields of ``--preset NAME`` with the given fields on top (None: not given, the preset's value stays);
+    an unknown preset is a one-line error naming the allowed ones."""
+    from .core.config import PRESETS
+
+    if name not in PRESETS:
+        _fail(f"--preset: unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return {**PRESETS[name], **{k: v for k, v in fields.items() if v is not None}}
+
+
 @app.command()
 def simulate(
     policy: str = typer.Option("adaptive", help=f"one of: {_ALGOS_HELP}"),
@@ -166,12 +180,15 @@ def simulate(
     episodes: int = typer.Option(20, help="episodes K (workload seeds seed..seed+K-1)"),
     seed: int = typer.Option(0, help="first workload seed"),
     profile: str = typer.Option("reference", help=f"time profile: {', '.join(builtin_profiles())} or a file"),
-    mode: str = typer.Option("tick", help="tick | event"),
+    mode: str | None = typer.Option(None, help="tick | event | grid (default: tick; --preset authors: grid)"),
     arrival: str = typer.Option("poisson", help="poisson | bursty | trace"),
-    trace: str | None = typer.Option(None, help="CSV trace for --arrival trace"),
+    trace: str | None = typer.Option(None, help="CSV trace for --arrival trace (replayed until every task finished)"),
     out_dir: Path | None = typer.Option(None, "--out", help="write tasks.csv and summary.json here"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
     settings: list[str] = typer.Option([], "--set", help=_SET_HELP),
+    preset: str = typer.Option("spec", help=_PRESET_HELP),
+    steps: int | None = typer.Option(None, help="steps of every launch, for the fixed-step schedulers fifo | hol | "
+                                                "adaptive"),
 ):
     """Run a scheduler for K episodes in the simulator and report the paper's metrics."""
     from .algos import make_policy
@@ -182,11 +199,23 @@ def simulate(
         _fail("--episodes: must be >= 1")
     if trace is not None and arrival != "trace":
         _fail("--trace FILE is read only with --arrival trace")
-    cfg = _config(nodes=nodes, rate=rate, profile=profile, mode=mode, arrival=arrival, trace_path=trace,
-                  **_settings(settings))
+    fields = _settings(settings)
+    cfg = _config(**_preset(preset, nodes=nodes, rate=rate, profile=profile, mode=mode, arrival=arrival,
+                            trace_path=trace, **fields))
     trace_tasks = _trace_tasks(cfg)  # the trace is checked before anything runs
+    if trace_tasks is not None and "time_limit" not in fields:  # a replay runs until every task finished
+        from .core.workload import read_trace, trace_horizon
+
+        cfg = cfg.replace(time_limit=trace_horizon(cfg, read_trace(Path(cfg.trace_path), cfg)))
     try:
-        pol = make_policy(policy, cfg, checkpoint=checkpoint, seed=seed)
+        if steps is not None:
+            from .algos.heuristics import with_steps
+
+            if checkpoint:
+                _fail(f"--steps: {policy} with --steps is hand-written and takes no --checkpoint")
+            pol = with_steps(policy.lower(), cfg, steps, seed=seed)
+        else:
+            pol = make_policy(policy, cfg, checkpoint=checkpoint, seed=seed)
     except (ValueError, FileNotFoundError) as e:
         _fail(str(e))
     from .algos.registry import outside_training
@@ -202,7 +231,10 @@ def simulate(
         res = run(pol, cfg, episodes, seed, on_episode=lambda e, m: prog.advance(bar))
     summary = res.summary()
     if trace_tasks is not None:  # the rate does not apply; say what was replayed (new keys, old ones unchanged)
-        summary |= {"trace": cfg.trace_path, "trace_tasks": trace_tasks, "trace_replays": episodes}
+        summary |= {"trace": cfg.trace_path, "trace_tasks": trace_tasks, "trace_replays": episodes,
+                    "time_limit_s": cfg.time_limit, "time_limit_given": "time_limit" in fields}
+    if preset != "spec":
+        summary["preset"] = preset
     if out_dir is not None:
         from .sim.timeline import draw_timeline
 
@@ -216,7 +248,15 @@ def simulate(
         print(json.dumps(summary))
         return
     _print_metrics(f"{policy} on {nodes} nodes, {_workload_text(cfg, trace_tasks, episodes)}; "
-                   f"{summary['tasks']} tasks in all (profile {cfg.time_profile.name})", summary)
+                   f"{summary['tasks']} tasks in all (profile {cfg.time_profile.name}"
+                   + (f", preset {preset})" if preset != "spec" else ")"), summary)
+    if trace_tasks is not None:
+        until = (f"until every task finished (or {cfg.time_limit:,.0f} model s, set with --set time_limit=S)"
+                 if "time_limit" in fields else "until every task finished (no time limit short of "
+                 f"{cfg.time_limit:,.0f} model s, by which even one task at a time would have finished)")
+        out.print(f"trace replay: the {trace_tasks} tasks of {cfg.trace_path}, "
+                  f"{'once' if episodes == 1 else f'{episodes} times (once per episode)'}, each {until}; "
+                  f"{summary['tasks_completed']} of {summary['tasks']} finished")
     if out_dir is not None:
         out.print(f"per-task log: {out_dir / 'tasks.csv'}; schedule of episode 1: {out_dir / 'timeline.png'}")
 
@@ -571,13 +611,20 @@ def evaluate(
     jobs: int = typer.Option(max(1, os.cpu_count() or 1), help="worker processes"),
     checkpoints: Path | None = typer.Option(None, help="DIR with {algo}-n{nodes}.{pt|zip|npz} instead of the shipped"),
     logs: Path | None = typer.Option(None, help="training logs DIR/<algo>-n<nodes>/train_log.csv for Fig. 5"),
-    optimal: int = typer.Option(0, help="also solve this many small instances exactly and print optimality gaps"),
+    optimal: int = typer.Option(0, help="also solve this many instances of 4 nodes / 12 tasks and of 8 nodes / 8 tasks "
+                                        "with CP-SAT and print every scheduler's gap (docs/optimal.md)"),
+    optimal_time: float = typer.Option(60.0, "--optimal-time", help="CP-SAT seconds per solve (two per instance)"),
+    preset: str = typer.Option("spec", help="spec | authors: the setting every cell runs in (docs/fidelity.md)"),
+    ablation: bool = typer.Option(False, "--ablation", help="from --preset authors, each SPEC fix alone, then SPEC: "
+                                                            "one grid each under OUT/variants/, OUT/ablation.md with "
+                                                            "the verdict on the paper's claims (eat report OUT)"),
 ):
     """Rerun the paper's evaluation grid: tables (md + csv), efficiency.png, optional training.png."""
-    from .experiments.evaluate import DEFAULT_ALGOS, GRIDS, METRICS, EvalSettings, plot_training
+    from .experiments.evaluate import ABLATION_ALGOS, DEFAULT_ALGOS, GRIDS, METRICS, EvalSettings, plot_training
     from .experiments.evaluate import evaluate as run
 
-    names = tuple(a.strip().lower() for a in algos.split(",") if a.strip()) if algos is not None else DEFAULT_ALGOS
+    default = ABLATION_ALGOS if ablation else DEFAULT_ALGOS
+    names = tuple(a.strip().lower() for a in algos.split(",") if a.strip()) if algos is not None else default
     # every option is checked before the progress bar starts, so an error is the only thing printed
     if grid not in GRIDS:
         _fail(f"--grid: unknown grid {grid!r}; choose from {', '.join(GRIDS)}")
@@ -591,27 +638,43 @@ def evaluate(
     for option, folder in (("--checkpoints", checkpoints), ("--logs", logs)):
         if folder is not None and not folder.is_dir():
             _fail(f"{option}: {folder} is not a folder")
-    settings = EvalSettings(grid=grid, algos=names, seeds=seeds, jobs=jobs, checkpoints=checkpoints)
+    if not optimal_time > 0:
+        _fail(f"--optimal-time: must be > 0, got {optimal_time}")
+    if ablation and preset != "authors":
+        _fail("--ablation starts from the authors' setting: give --preset authors")
+    base = _config(**_preset(preset))
+    settings = EvalSettings(grid=grid, algos=names, seeds=seeds, jobs=jobs, checkpoints=checkpoints, base=base)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=False) as prog:
         bar = prog.add_task("cells", total=None)
+        warn = lambda m: err.print(f"[yellow]warning:[/] {m}")  # noqa: E731
+        start = lambda n: prog.update(bar, total=n, completed=0)  # noqa: E731
+        cell = lambda c, r, reused: prog.update(bar, advance=1, description=f"{c.key}"  # noqa: E731
+                                                + (" (stored)" if reused else ""))
         try:
-            ev = run(settings, out_dir, warn=lambda m: err.print(f"[yellow]warning:[/] {m}"),
-                     on_start=lambda n: prog.update(bar, total=n),
-                     on_cell=lambda c, r, reused: prog.update(bar, advance=1, description=f"{c.key}"
-                                                               + (" (stored)" if reused else "")))
+            if ablation:
+                from .experiments.evaluate import evaluate_ablation
+
+                evaluate_ablation(settings, out_dir, warn=warn, on_start=start, on_cell=cell,
+                                  on_variant=lambda label: err.print(f"ablation: {label}"))
+            else:
+                ev = run(settings, out_dir, warn=warn, on_start=start, on_cell=cell)
         except ValueError as e:
             _fail(str(e))
+    if ablation:
+        out.print((out_dir / "ablation.md").read_text(), markup=False, highlight=False)
+        out.print(f"ablation -> {out_dir} (eat report {out_dir} --results-md docs/results.md)")
+        return
     if logs is not None and not plot_training(logs, out_dir / "training.png"):
         err.print(f"[yellow]warning:[/] no {logs}/<algo>-n<nodes>/train_log.csv found; training.png not drawn")
     for metric in METRICS:
         out.print((out_dir / f"{metric}.md").read_text(), markup=False, highlight=False)
     if optimal > 0:
-        from .experiments.optimal import gap_study, gap_table_markdown
+        from .experiments.optimal import OPTIMAL_SIZES, gap_study, gap_table_markdown
 
-        rows = gap_study(names, instances=optimal, warn=lambda m: err.print(f"[yellow]warning:[/] {m}"),
-                         checkpoints=checkpoints)
-        (out_dir / "optimality.md").write_text(gap_table_markdown(rows))
+        studies = [gap_study(names, instances=optimal, nodes=n, tasks=k, rate=r, time_limit=optimal_time,
+                             workers=min(2, jobs), warn=warn, checkpoints=checkpoints) for n, k, r in OPTIMAL_SIZES]
+        (out_dir / "optimality.md").write_text(gap_table_markdown(studies))
         out.print((out_dir / "optimality.md").read_text(), markup=False, highlight=False)
     out.print(f"{len(ev.records)} cells ({len(ev.computed)} computed, {len(ev.records) - len(ev.computed)} stored) "
               f"in {ev.wall_s:.1f} s -> {out_dir}")
@@ -639,34 +702,43 @@ _OPTIMAL_MAX_TASKS = 16
 @app.command()
 def optimal(
     nodes: int = typer.Option(4, help="servers N"),
-    tasks: int = typer.Option(6, help="tasks in the instance"),
+    tasks: int = typer.Option(12, help="tasks in the instance"),
     rate: float = typer.Option(0.05, help="Poisson arrival rate (tasks/s)"),
     seed: int = typer.Option(0, help="workload seed"),
-    algos: str = typer.Option("random,fifo,greedy,adaptive", help="schedulers to compare"),
-    node_limit: int = typer.Option(2_000_000, help="branch-and-bound node limit"),
+    algos: str = typer.Option("random,fifo,greedy,adaptive", help="schedulers to compare (any registered one)"),
+    solver: str = typer.Option("cp-sat", help="cp-sat (OR-Tools) | bnb (the branch and bound, for small instances)"),
+    time_limit: float = typer.Option(60.0, "--time-limit", help="cp-sat: seconds per solve (two solves)"),
+    node_limit: int = typer.Option(2_000_000, help="bnb: node limit"),
     as_json: bool = typer.Option(False, "--json"),
 ):
-    """Solve one small instance exactly (offline, arrivals known) and print every scheduler's gap."""
-    from .experiments.optimal import compare_on_instance
+    """Solve one instance offline (arrivals known) and print every scheduler's gap: to the optimum when it is proven,
+    else to the best schedule found and to the proven bound."""
+    from .experiments.optimal import SOLVERS, compare_on_instance
 
     if not 1 <= tasks <= _OPTIMAL_MAX_TASKS:
         _fail(f"--tasks: must be 1..{_OPTIMAL_MAX_TASKS} (the exact solver's limit), got {tasks}")
     if node_limit < 1:
         _fail(f"--node-limit: must be >= 1, got {node_limit}")
+    if solver not in SOLVERS:
+        _fail(f"--solver: unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")
+    if not time_limit > 0:
+        _fail(f"--time-limit: must be > 0, got {time_limit}")
     cfg = _config(nodes=nodes, rate=rate, tasks_per_episode=tasks)
     names = tuple(a.strip().lower() for a in algos.split(",") if a.strip())
     if not names:
         _fail("--algos: no scheduler given")
     try:
-        res = compare_on_instance(cfg, seed, names, node_limit=node_limit)
-    except ValueError as e:
+        res = compare_on_instance(cfg, seed, names, solver=solver, node_limit=node_limit, time_limit=time_limit)
+    except (ValueError, ImportError) as e:
         _fail(str(e))
     if as_json:
         print(json.dumps(res))
         return
-    t = Table(title=f"offline optimum vs schedulers: {nodes} nodes, {tasks} tasks, Poisson {rate:g} tasks/s, "
-                    f"seed {seed}")
-    for col in ("scheduler", "objective R0 (higher is better)", "R0 gap % (lower is better)",
+    t = Table(title=f"offline {'optimum' if res['optimal'] else 'best found'} vs schedulers: {nodes} nodes, {tasks} "
+                    f"tasks, Poisson {rate:g} tasks/s, seed {seed}")
+    proven = res["optimal"]
+    for col in ("scheduler", "objective R0 (higher is better)",
+                "R0 gap % (lower is better)" if proven else "R0 gap % to best found .. to bound (lower is better)",
                 "mean response (model s, lower is better)", "vs min response % (lower is better)",
                 "sim reward (higher is better)"):
         t.add_column(col, justify="right")
@@ -675,7 +747,8 @@ def optimal(
         return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt.format(v)
 
     for r in res["rows"]:
-        t.add_row(r["name"], cell(r["objective"], "{:.3f}"), cell(r["gap_pct"], "{:.1f}"),
+        gap = cell(r["gap_pct"], "{:.1f}") if proven else f"{r['gap_pct']:.1f} .. {r['gap_bound_pct']:.1f}"
+        t.add_row(r["name"], cell(r["objective"], "{:.3f}"), gap,
                   cell(r["mean_response_s"], "{:.2f}"), cell(r["response_excess_pct"], "{:.1f}"),
                   cell(r.get("sim_reward")))
     out.print(t)
@@ -686,8 +759,12 @@ def optimal(
               f"{res['response_status']}).")
     out.print("-: does not apply (the optimum is solved offline, not run in the simulator, so it has no sim reward; "
               "it maximises R0, so its response is not compared).")
-    out.print(f"optimum: {res['status']} after {res['nodes_explored']:,} nodes, {res['solve_s']:.2f} wall s; "
-              f"response lower bound (relaxation) {res['response_lower_bound_s']:.2f} model s")
+    found = f" (the schedule of {res['best_found_by']}: nothing better found)" if res["best_found_by"] and not proven \
+        else ""
+    out.print(f"{res['solver']}: R0 {res['status']}{found}, {res['rows'][0]['objective']:.3f}; proven bound "
+              f"{res['upper_bound']:.3f} (gap {res['gap_pct']:.2f}%); {res['solver_status']}, "
+              f"{res['solve_s']:.2f} wall s for both objectives; response lower bound (relaxation) "
+              f"{res['response_lower_bound_s']:.2f} model s")
 
 
 @app.command()
@@ -713,6 +790,8 @@ def train(
     settings: list[str] = typer.Option([], "--set", help=_SET_HELP),
     resume: bool = typer.Option(False, help="continue the run in --out from its train_state.pt"),
     out_dir: Path = typer.Option(..., "--out", help="output folder (policy.pt, logs, tb/)"),
+    preset: str = typer.Option("spec", help="spec | authors: train in the authors' setting (their fixed training rate "
+                                            "0.5 replaces --rate; docs/fidelity.md)"),
 ):
     """Train a learned scheduler; writes the checkpoint, train_log.csv, eval_log.csv and TensorBoard logs."""
     from .algos import registry
@@ -722,7 +801,14 @@ def train(
         _fail("give --steps or --minutes, not both")
     if (steps is not None and steps < 1) or (minutes is not None and minutes <= 0):
         _fail("the budget must be positive")
-    cfg = _config(nodes=nodes, profile=profile, **_rates(rate), **_settings(settings))
+    cfg = _config(**_preset(preset, nodes=nodes, profile=profile, **_rates(rate), **_settings(settings)))
+    if cfg.train_rate is not None:  # the authors trained at one fixed rate whatever the script said
+        err.print(f"training at rate {cfg.train_rate:g} (train_rate of --preset {preset}; --set train_rate=none "
+                  f"honours --rate)")
+        try:
+            cfg = cfg.training_config()
+        except ConfigError as e:
+            _fail(_option_error(e))
     extra = {k: v for k, v in {"utd": utd, "num_envs": envs, "warmup_policy": warmup_policy}.items() if v is not None}
     if not (gpu_compile and tf32):  # SAC-only settings: passed only when they differ from the defaults
         extra.update(gpu_compile=gpu_compile, gpu_tf32=tf32)

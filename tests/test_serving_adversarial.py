@@ -364,6 +364,62 @@ def test_6_a_job_past_its_deadline_is_abandoned_and_its_late_result_rejected(tmp
         assert missed and int(missed[0].split()[1]) >= 1
 
 
+# --- found in the 10,000-task load run: a server held for an aborted job its worker no longer runs ---------------
+def test_a_server_held_for_a_job_its_worker_no_longer_runs_is_freed(tmp_path, monkeypatch):
+    """After a host kill -9, a worker's result thread and heartbeat thread both got 404 and both registered; the
+    second registration still named the job whose (stale) result the first had just posted, so the host held
+    that server for it forever. The queue's head needed all 8 servers: 8,164 accepted tasks never ran. The host
+    now frees a held server once the worker's heartbeats say, for the redelivery patience, that it runs no
+    such job."""
+    from eatsched.serving import executor  # noqa: PLC0415
+
+    monkeypatch.setattr(executor, "REDELIVER_MIN_S", 0.3)  # patience max(0.3 s, 5 heartbeats of 0.05 s)
+    with running_host(tmp_path, token=CLIENT, worker_token=WORKER, heartbeat_s=0.05,
+                      heartbeat_timeout_s=30.0) as url, client(url) as c:
+        w = FakeWorker(url, "w0")
+        aborted = "0" * 32 + "#1"  # a job of the host's previous life
+        r = w.http.post("/v1/workers/register", json={"id": "w0", "addr": "127.0.0.1", "port": 29500,
+                                                      "backend": "test", "running": aborted})
+        assert r.status_code == 200, r.text
+        tid = c.post("/v1/tasks", json={"prompt": "behind a held server"}).json()["id"]
+        for _ in range(12):  # 0.6 s, twice the patience: the worker says it still runs it, so the server stays held
+            assert w.heartbeat(aborted).status_code == 200
+            assert w.http.get("/v1/workers/w0/job", params={"wait": 0.05}).status_code == 204
+        assert task(c, tid)["state"] == "queued"
+        for _ in range(200):  # now it runs nothing: after the patience the server is free and gets the task
+            assert w.heartbeat(None).status_code == 200
+            r = w.http.get("/v1/workers/w0/job", params={"wait": 0.05})
+            if r.status_code == 200:
+                break
+        else:
+            pytest.fail("the server stayed held for a job its worker no longer runs")
+        assert w.result(r.json()).status_code == 200
+        assert task(c, tid)["state"] == "finished"
+        assert c.get("/v1/cluster").json()["workers"][0]["draining"] is None
+
+
+def test_a_worker_registers_once_when_two_of_its_threads_see_404(tmp_path):
+    """The worker side of the same run: a thread whose 404 was already answered by another thread's registration
+    does not register again (a second registration takes the worker down on the host and may name a job it has
+    finished since)."""
+    from eatsched.gen.backends.simulated import SimulatedBackend  # noqa: PLC0415
+    from eatsched.serving.worker import Worker, WorkerSettings  # noqa: PLC0415
+
+    with running_host(tmp_path, token=CLIENT, worker_token=WORKER) as url, client(url) as c:
+        wk = Worker(WorkerSettings(host=url, worker_id="w0", token=WORKER), SimulatedBackend(time_scale=0.0))
+        try:
+            seen = wk._registrations
+            wk.register(seen)  # the first thread's 404
+            wk.running = "0" * 32 + "#1"  # it ran a job and posted it meanwhile; the flag is cleared just after
+            wk.register(seen)  # the second thread's 404, seen before the first registration: answered by it
+            (w,) = c.get("/v1/cluster").json()["workers"]
+            assert w["draining"] is None and wk._registrations == 1
+            wk.register(wk._registrations)  # a 404 after that registration: the host forgot it, register again
+            assert wk._registrations == 2
+        finally:
+            wk.http.close()
+
+
 # --- 7. the rate limit keys on the peer; its table is bounded -------------------------------------------------
 def test_7_x_forwarded_for_does_not_escape_the_rate_limit(tmp_path):
     with LocalCluster(tmp_path, nodes=1, workers=0, policy="fifo", rate_limit=0.01) as cluster:

@@ -1,5 +1,5 @@
-"""Hand-written schedulers: random, greedy, fifo, and our heuristic ``adaptive`` (the bar learned
-policies must beat)."""
+"""Hand-written schedulers: random, greedy, fifo, hol (head-of-line FIFO), and our heuristic ``adaptive`` (the bar
+learned policies must beat)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,26 @@ def saturation_steps(cfg: EATConfig) -> int:
     return cfg.s_max
 
 
+class Heuristic(Policy):
+    """Base of the hand-written schedulers that launch with a chosen number of steps: ``launch`` writes the steps in
+    the config's decoding (SPEC's rounding, or the authors' ``32u``)."""
+
+    def launch(self, slot: int, steps: int) -> np.ndarray:
+        a = super().launch(slot, steps)
+        if self.config.step_decoding == "32u":
+            a[1] = kernel.encode_steps_32u(steps, self.config.s_max)
+        return a
+
+
+def check_steps(config: EATConfig, steps: int, who: str) -> int:
+    """``steps`` if the config's decoding can express it (SPEC: s_min..s_max; ``32u``: 0..s_max), else ValueError."""
+    lo = 0 if config.step_decoding == "32u" else config.s_min
+    if not (isinstance(steps, (int, np.integer)) and lo <= steps <= config.s_max):
+        raise ValueError(f"{who}: steps must be an integer in {lo}..{config.s_max} with step_decoding="
+                         f"{config.step_decoding!r}, got {steps!r}")
+    return int(steps)
+
+
 class RandomPolicy(Policy):
     """Uniform random actions (paper baseline "Random")."""
 
@@ -36,15 +56,15 @@ class RandomPolicy(Policy):
         return self.rng.uniform(-1.0, 1.0, self.config.action_dim).astype(np.float32)
 
 
-class FifoPolicy(Policy):
-    """The oldest visible task that can start, with a fixed number of steps (default: where quality
-    saturates). The "traditional" scheduler of paper Tables II-IV."""
+class FifoPolicy(Heuristic):
+    """The oldest visible task that can start, with a fixed number of steps (default: where SPEC's quality curve
+    saturates, 26). The "traditional" scheduler of paper Tables II-IV."""
 
     name = "fifo"
 
     def __init__(self, config: EATConfig, steps: int | None = None, seed: int = 0):
         super().__init__(config, seed)
-        self.steps = steps if steps is not None else saturation_steps(config)
+        self.steps = check_steps(config, steps, self.name) if steps is not None else saturation_steps(config)
 
     def act(self, observation, info):
         mask = info["action_mask"]
@@ -53,7 +73,24 @@ class FifoPolicy(Policy):
         return self.launch(int(np.argmax(mask)), self.steps)
 
 
-class GreedyPolicy(Policy):
+class HolPolicy(Heuristic):
+    """Head-of-line FIFO: the oldest visible task with a fixed number of steps, and a no-op while it cannot start
+    (younger tasks never pass it). The policy the authors' simulator was replayed with on the traces of
+    ``../shared/fidelity`` (``docs/fidelity.md``)."""
+
+    name = "hol"
+
+    def __init__(self, config: EATConfig, steps: int | None = None, seed: int = 0):
+        super().__init__(config, seed)
+        self.steps = check_steps(config, steps, self.name) if steps is not None else saturation_steps(config)
+
+    def act(self, observation, info):
+        if not info["action_mask"][0]:
+            return self.wait()
+        return self.launch(0, self.steps)
+
+
+class GreedyPolicy(Heuristic):
     """Paper baseline "Greedy": enumerate (visible task x steps) and take the best immediate reward,
     priced by the scheduler core without mutating the state (needs ``attach``)."""
 
@@ -71,7 +108,7 @@ class GreedyPolicy(Policy):
         return self.launch(int(slot), int(steps))
 
 
-class AdaptivePolicy(Policy):
+class AdaptivePolicy(Heuristic):
     """Our hand-written heuristic: reuse first, a moderate fixed number of steps, optional load term.
 
     * Task: among tasks that can start now, the oldest one whose model and size match an idle group
@@ -101,3 +138,17 @@ class AdaptivePolicy(Policy):
         queued = int((tok[:L, TASK_PRESENT] > 0.5).sum())
         steps = max(self.low, self.high - self.per_task * max(0, queued - 1))
         return self.launch(slot, steps)
+
+
+FIXED_STEPS = {"fifo": "steps", "hol": "steps", "adaptive": "high"}
+"""The hand-written schedulers that launch at a fixed number of steps, and the argument that sets it
+(``eat simulate --steps N``)."""
+
+
+def with_steps(name: str, config: EATConfig, steps: int, seed: int = 0) -> Policy:
+    """Fixed-step heuristic ``name`` launching every task at ``steps`` steps (ValueError naming the allowed ones for
+    any other scheduler, or for steps the config's decoding cannot express)."""
+    if name not in FIXED_STEPS:
+        raise ValueError(f"--steps applies to the fixed-step schedulers {', '.join(FIXED_STEPS)}, not {name!r}")
+    cls = {"fifo": FifoPolicy, "hol": HolPolicy, "adaptive": AdaptivePolicy}[name]
+    return cls(config, **{FIXED_STEPS[name]: check_steps(config, steps, name)}, seed=seed)

@@ -79,6 +79,8 @@ REGISTRY: dict[str, Algorithm] = {a.name: a for a in (
               make="eatsched.algos.heuristics:GreedyPolicy"),
     Algorithm("adaptive", family="heuristic", summary="oldest task without a cold start if any, else oldest; 16 steps",
               make="eatsched.algos.heuristics:AdaptivePolicy"),
+    Algorithm("hol", family="heuristic", summary="head-of-line FIFO: the oldest task, no-op while it cannot start",
+              make="eatsched.algos.heuristics:HolPolicy"),
 )}
 
 SHIPPED_RATES = {4: 0.05, 8: 0.10, 12: 0.15}

@@ -117,7 +117,13 @@ class SACPolicy(Policy):
         return m
 
     def act(self, observation, info):
-        return np.tanh(self.mean(observation)).astype(np.float32)
+        a = np.tanh(self.mean(observation))
+        # --- the authors' setting (EATConfig.sac_double_tanh, issue 19): tianshou's action_bound_method="tanh" squashed
+        # their tanh actor's output a second time before the environment saw it
+        if self.config.sac_double_tanh:
+            a = np.tanh(a)
+        # ---
+        return a.astype(np.float32)
 
 
 def save_policy_checkpoint(path: Path, algo: str, config: EATConfig, args, policy_state: dict, step: int,

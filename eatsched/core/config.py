@@ -71,8 +71,13 @@ class EATConfig:
     """most denoising steps a task may get"""
     tick: float = 0.1
     """seconds the clock advances after a no-op in tick mode"""
-    mode: Literal["tick", "event"] = "tick"
-    """after a no-op: advance by ``tick``, or jump to the next arrival/completion"""
+    mode: Literal["tick", "event", "grid"] = "tick"
+    """after a no-op: advance by ``tick`` (``tick``), or jump to the next arrival/completion (``event``). In both,
+    when no visible task can start the clock jumps to the exact time of the next arrival or completion.
+    ``grid`` (the authors' simulator): the clock only ever moves in steps of ``tick`` from its start (summed one
+    tick at a time, as their ``current_time += 0.1``), an arrival is seen at the first grid time at or after it and
+    a server frees at the first grid time at or after its task's end (with ``float32_durations``: after as many
+    ticks as their float32 countdown takes)"""
     paper_literal: bool = False
     """paper's literal task rule: take the highest-scored visible task, no-op if it cannot start"""
     time_limit: float = 1024.0
@@ -102,6 +107,45 @@ class EATConfig:
     ``w_r`` x the summed response time, the objective the paper states (quality up, latency down)"""
     w_r: float = 0.1
     """``reward="response"``: cost per task-second in the system (model seconds)"""
+
+    # --- the authors' simulator: each difference from SPEC a switch (SPEC's behaviour is the default) -----------
+    # ``EATConfig.preset("authors")`` / ``--preset authors`` sets them all (``PRESETS``); ``AUTHORS_FIXES`` names
+    # the changes that turn each one back to SPEC (the ablation in docs/results.md). ``mode="grid"`` (above) and
+    # ``paper_literal`` (above) are two more of them.
+    selector: Literal["least-fragmentation", "first-idle"] = "least-fragmentation"
+    """server selector: SPEC's (reuse an idle group of the model and size, else ungrouped idle servers first, then
+    break the groups that de-group fewest) or the authors' ``first-idle`` (the first idle group of exactly k by server
+    index, else the first k idle servers by index, grouped or not)"""
+    prequeued: int = 0
+    """generated workloads (Poisson, bursty): this many of the episode's tasks wait at time 0 when it starts (the
+    authors' reset queues 10); the others arrive from ``clock_start`` on. A trace holds all its arrivals itself and
+    ignores this and ``clock_start``"""
+    clock_start: float = 0.0
+    """generated workloads: the time of the episode's first decision (the authors' clock starts at 1 s)"""
+    step_decoding: Literal["rounded", "32u"] = "rounded"
+    """steps from u = (a1 + 1) / 2: SPEC's ``round(s_min + u (s_max - s_min))``, or the authors' ``32u``:
+    ``s_max * u`` unrounded (0..32 steps; q = 0 below 5 steps)"""
+    float32_durations: bool = False
+    """durations as the authors' code computes them under NumPy 2: ``float32(step_time) * float32(steps) + init`` in
+    float32 (and, with ``mode="grid"``, counted down in float32 by ``tick`` to decide when the servers free up)"""
+    quality_dip: bool = False
+    """the authors' quality curve: ``0.16 ln s / ln 6 - 0.02`` uncapped up to 30 steps (0.284 at 30), then ``q_max``
+    past 30 steps (SPEC: capped at ``q_max``, monotone)"""
+    empty_slots_win: bool = False
+    """the authors' task rule: the highest-scored of all ``queue_len`` slots wins, empty ones included; an empty or
+    unstartable winner is a no-op (SPEC: empty slots never win)"""
+    greedy_slot_defect: bool = False
+    """Greedy as the authors' GreedyAgent writes its action: the step fraction lands in the execute slot and 1 in the
+    steps slot, so every Greedy launch runs ``s_max`` steps (SPEC section 5)"""
+    greedy_unpriced: bool = False
+    """Greedy prices a candidate as the authors' ``envaluate_action`` does before a launch: the task's duration is
+    still 0 (init and execution are not priced) and Wbar includes the candidate itself"""
+    sac_double_tanh: bool = False
+    """the SAC family's deployed action is squashed by tanh a second time, as tianshou's ``action_bound_method="tanh"``
+    did on top of the authors' tanh actor (steps can then never exceed ~28)"""
+    train_rate: float | None = None
+    """``eat train`` draws its training episodes at this rate whatever ``--rate`` says (the authors' training
+    scripts always used 0.5); None: the configured rate"""
 
     extra: dict = field(default_factory=dict, compare=False, repr=False)
     """free-form metadata carried along (e.g. for serving); never read by the model"""
@@ -168,9 +212,21 @@ class EATConfig:
         need(finite(self.tick) and self.tick > 0, "tick", f"must be > 0, got {self.tick!r}")
         need(self.reward in ("paper", "response"), "reward", f"must be 'paper' or 'response', got {self.reward!r}")
         need(finite(self.w_r) and self.w_r >= 0, "w_r", f"must be a number >= 0, got {self.w_r!r}")
-        need(self.mode in ("tick", "event"), "mode", f"must be 'tick' or 'event', got {self.mode!r}")
-        need(finite(self.time_limit) and self.time_limit > 0, "time_limit", "must be > 0")
+        need(self.mode in ("tick", "event", "grid"), "mode", f"must be 'tick', 'event' or 'grid', got {self.mode!r}")
+        need(isinstance(self.time_limit, (int, float)) and not isinstance(self.time_limit, bool)
+             and self.time_limit > 0, "time_limit", "must be > 0 (inf: no limit)")
         need(finite(self.time_scale) and self.time_scale > 0, "time_scale", "must be > 0")
+
+        for name, allowed in SWITCH_VALUES.items():
+            v = getattr(self, name)
+            need(v in allowed, name, f"must be {_one_of(allowed)}, got {v!r}")
+        need(isinstance(self.prequeued, int) and not isinstance(self.prequeued, bool)
+             and 0 <= self.prequeued <= self.tasks_per_episode, "prequeued",
+             f"must be an integer in 0..tasks_per_episode ({self.tasks_per_episode}), got {self.prequeued!r}")
+        need(finite(self.clock_start) and self.clock_start >= 0, "clock_start",
+             f"must be a number >= 0, got {self.clock_start!r}")
+        need(self.train_rate is None or (finite(self.train_rate) and self.train_rate > 0), "train_rate",
+             f"must be None or a number > 0, got {self.train_rate!r}")
 
         need(finite(self.q_max) and self.q_max > 0, "q_max", "must be > 0")
         need(finite(self.q_min) and self.q_min >= 0, "q_min", "must be >= 0")
@@ -198,6 +254,20 @@ class EATConfig:
     @property
     def token_rows(self) -> int:
         return self.queue_len + self.nodes
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> EATConfig:
+        """The config of a named setting (``PRESETS``: ``spec``, the default, or ``authors``) with ``overrides``
+        applied on top; an unknown name is a ``ConfigError`` naming the allowed ones."""
+        if name not in PRESETS:
+            raise ConfigError("preset", f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name], **overrides})
+
+    def training_config(self) -> EATConfig:
+        """The config training episodes are drawn from: the same, except at ``train_rate`` when it is set."""
+        if self.train_rate is None:
+            return self
+        return self.replace(rate=self.train_rate, rate_max=None, rate_choices=())
 
     def replace(self, **changes) -> EATConfig:
         """A copy with some fields changed (validated again)."""
@@ -274,3 +344,52 @@ def parse_field_values(cls, items, option: str, what: str, reserved: dict[str, s
 
 
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+SWITCH_VALUES: dict[str, tuple] = {
+    "selector": ("least-fragmentation", "first-idle"),
+    "step_decoding": ("rounded", "32u"),
+    "float32_durations": (False, True),
+    "quality_dip": (False, True),
+    "empty_slots_win": (False, True),
+    "greedy_slot_defect": (False, True),
+    "greedy_unpriced": (False, True),
+    "sac_double_tanh": (False, True),
+    "paper_literal": (False, True),
+}
+"""The allowed values of every switch with a fixed set of values (the first is SPEC's)."""
+
+
+def _one_of(values) -> str:
+    return " or ".join(", ".join(repr(v) for v in values).rsplit(", ", 1))
+
+
+PRESETS: dict[str, dict] = {
+    "spec": {},
+    "authors": dict(
+        selector="first-idle", prequeued=10, clock_start=1.0, step_decoding="32u", mode="grid",
+        float32_durations=True, quality_dip=True, paper_literal=True, empty_slots_win=True,
+        greedy_slot_defect=True, greedy_unpriced=True, sac_double_tanh=True, train_rate=0.5,
+    ),
+}
+"""Named settings: ``spec`` (SPEC section 2, the default) and ``authors``: every behaviour of the authors' simulator
+(zzf1955/EAT, ``EAT Simu/_SDEnv``, commit 58ed96d) that SPEC changes, with the constants of its ``make_env``
+(10 tasks queued at reset, clock from 1 s, 0.1 s grid, 32 steps at most, training at rate 0.5). With ``--preset
+authors``, ``eat simulate --policy hol --steps S --arrival trace`` reproduces their per-task logs
+(``tests/test_fidelity.py``)."""
+
+AUTHORS_FIXES: dict[str, dict] = {
+    "selector": dict(selector="least-fragmentation"),
+    "pre-queued tasks": dict(prequeued=0, clock_start=0.0),
+    "step decoding": dict(step_decoding="rounded"),
+    "time grid": dict(mode="tick"),
+    "float32": dict(float32_durations=False),
+    "quality dip": dict(quality_dip=False),
+    "task rule": dict(paper_literal=False, empty_slots_win=False),
+    "greedy slot": dict(greedy_slot_defect=False),
+    "greedy pricing": dict(greedy_unpriced=False),
+    "double tanh": dict(sac_double_tanh=False),
+    "training rate": dict(train_rate=None),
+}
+"""Each fix SPEC makes to the authors' setting, as the fields that undo it: ``authors`` with all of them applied is
+``spec`` (a test checks this). The ablation turns them on one at a time."""

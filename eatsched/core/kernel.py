@@ -72,6 +72,8 @@ def bind(fn, *args):
 
 QUALITY_MIN_STEPS = 5
 """q(s) = 0 below this many steps (SPEC quality model)."""
+QUALITY_DIP_STEPS = 30
+"""The authors' curve (``quality_dip``) drops to q_max past this many steps."""
 MAX_PATCHES = 8.0
 """Patch counts are normalized by this in the observation."""
 
@@ -91,6 +93,25 @@ def quality(steps, q_max):
         return 0.0
     q = 0.16 * math.log(steps) / math.log(6.0) - 0.02
     return q if q < q_max else q_max
+
+
+@jit_inline
+def quality_dip(steps, q_max):
+    """The authors' q(s): 0 below 5 steps, 0.16 ln(s) / ln(6) - 0.02 uncapped up to 30 steps, q_max past 30 (the
+    dip SPEC removes: 30 steps score 0.284, 31 score 0.27). ``steps`` may be fractional (``step_decoding="32u"``)."""
+    if steps < QUALITY_MIN_STEPS:
+        return 0.0
+    if steps > QUALITY_DIP_STEPS:
+        return q_max
+    return 0.16 * math.log(steps) / math.log(6.0) - 0.02
+
+
+@jit_inline
+def _quality_p(p, steps):
+    """q(steps) under the config's quality curve."""
+    if p.quality_dip == 1:
+        return quality_dip(steps, p.q_max)
+    return quality(steps, p.q_max)
 
 
 @jit_inline
@@ -128,6 +149,33 @@ def encode_steps(steps, s_min, s_max):
     if s_max == s_min:
         return 0.0
     return 2.0 * (steps - s_min) / (s_max - s_min) - 1.0
+
+
+@jit
+def encode_steps_32u(steps, s_max):
+    """The action value a1 that ``step_decoding="32u"`` decodes to ``steps`` (``s_max u = steps``)."""
+    return 2.0 * steps / s_max - 1.0
+
+
+@jit_inline
+def _decode_steps_p(p, a1):
+    """Steps of action value ``a1`` under the config's decoding, as a float: SPEC's rounding into [s_min, s_max], or
+    the authors' ``s_max u`` unrounded (in float32, as their float32 actions compute it, with ``float32``)."""
+    if p.steps_32u == 0:
+        return float(decode_steps(a1, p.s_min, p.s_max))
+    if p.float32 == 1:
+        u = np.float32(np.float32(np.float32(a1) + np.float32(1.0)) * np.float32(0.5))
+        if not (u >= 0.0):
+            u = np.float32(0.0)
+        if u > 1.0:
+            u = np.float32(1.0)
+        return float(np.float32(u * np.float32(p.s_max)))
+    u = (a1 + 1.0) * 0.5
+    if not (u >= 0.0):
+        u = 0.0
+    if u > 1.0:
+        u = 1.0
+    return u * p.s_max
 
 
 # --- queue and servers ----------------------------------------------------------------------------------
@@ -302,11 +350,40 @@ def select_servers(servers, t, k, model, out, work):
 
 
 @jit_inline
+def select_first_idle(servers, t, k, model, out):
+    """The authors' selector (``selector="first-idle"``): the first idle group of exactly k servers holding the model
+    (by its lowest server index), else the first k idle servers by index, grouped or not. Returns (k, reuse)."""
+    n = servers.shape[0]
+    for j in range(n):
+        s = servers[j]
+        if s.group == NO_GROUP or s.group_size != k or s.model != model or not _idle(s, t):
+            continue
+        g = s.group
+        c = 0
+        for i in range(j, n):
+            if servers[i].group == g:
+                out[c] = i
+                c += 1
+        return c, True
+    c = 0
+    for j in range(n):
+        if _idle(servers[j], t):
+            out[c] = j
+            c += 1
+            if c == k:
+                break
+    return c, False
+
+
+@jit_inline
 def plan(servers, t, k, model, p, step_time, init_time, out, work):
     """Choose servers for a task of k patches (into ``out``) and price it without changing anything.
 
     Returns (count, reuse, init_seconds, seconds_per_step). ``work``: int64 scratch of length >= 2 N."""
-    c, reuse = select_servers(servers, t, k, model, out, work)
+    if p.first_idle == 1:
+        c, reuse = select_first_idle(servers, t, k, model, out)
+    else:
+        c, reuse = select_servers(servers, t, k, model, out, work)
     slowest = 1e300
     all_hold = True
     for q in range(c):
@@ -348,6 +425,37 @@ def _dissolve(servers, g):
 
 
 @jit_inline
+def _exec_seconds(p, steps, init, step_s):
+    """Execution seconds of a launch; with ``float32`` the authors' float32 arithmetic: duration = f32(f32(f32(step
+    time) x f32(steps)) + init), returned as duration - init."""
+    if p.float32 == 0:
+        return steps * step_s
+    d = np.float32(np.float32(np.float32(step_s) * np.float32(steps)) + np.float32(init))
+    return float(d) - init
+
+
+@jit_inline
+def _grid_release(p, t, duration):
+    """``mode="grid"``: the grid time at which servers that start a task of ``duration`` s at grid time ``t`` are
+    free again, summed one tick at a time as the clock is. The authors count a float32 remaining time down by the
+    tick and free the servers once it is <= 0 (at least one tick later); without ``float32``: the first grid time
+    at or after t + duration, and at least one tick later."""
+    tick = p.tick
+    u = t + tick
+    if p.float32 == 1:
+        dt = np.float32(tick)
+        r = np.float32(np.float32(duration) - dt)
+        while r > 0.0:
+            r = np.float32(r - dt)
+            u += tick
+    else:
+        end = t + duration
+        while u < end:
+            u += tick
+    return u
+
+
+@jit_inline
 def commit_launch(servers, tasks, clock, p, i, steps, sel, count, reuse, init, step_s):
     """Start task i now on servers ``sel[:count]`` with ``steps`` denoising steps; returns its reward.
 
@@ -364,17 +472,18 @@ def commit_launch(servers, tasks, clock, p, i, steps, sel, count, reuse, init, s
                 _dissolve(servers, g_old)
         g_new = clock.next_group
         clock.next_group += 1
-    exec_s = steps * step_s
+    exec_s = _exec_seconds(p, steps, init, step_s)
     finish = t + init + exec_s
+    free = finish if p.grid_mode == 0 else _grid_release(p, t, init + exec_s)
     mask = 0
     for q in range(count):
         s = servers[sel[q]]
-        s.busy_until = finish
+        s.busy_until = free
         s.model = model
         s.group = g_new
         s.group_size = count
         mask |= np.int64(1) << np.int64(sel[q])
-    q_s = quality(steps, p.q_max)
+    q_s = _quality_p(p, steps)
     wait = t - task.arrival
     wbar = mean_wait_after(tasks, clock, p.queue_len, i)
     r = _reward_p(p, wait, init, exec_s, wbar, q_s)
@@ -383,7 +492,7 @@ def commit_launch(servers, tasks, clock, p, i, steps, sel, count, reuse, init, s
     task.finish = finish
     task.init = init
     task.exec = exec_s
-    task.steps = steps
+    task.steps = int(steps)  # whole steps (``step_decoding="32u"`` steps are fractional; exec has them exactly)
     task.quality = q_s
     task.reload = 0 if reuse else 1
     task.servers = mask
@@ -437,6 +546,18 @@ def _move_to(tasks, clock, t_new, time_limit):
 
 
 @jit_inline
+def _jump_to(tasks, clock, te, p):
+    """Advance to the event at ``te`` (or truncate): exactly there, or with ``mode="grid"`` to the first grid time
+    at or after it, reached one tick at a time as the authors' clock is. Returns False if truncated."""
+    if p.grid_mode == 1 and te < math.inf:
+        t = clock.time
+        while t < te and t <= p.time_limit:
+            t += p.tick
+        te = t
+    return _move_to(tasks, clock, te, p.time_limit)
+
+
+@jit_inline
 def _servers_scan(servers, t):
     """Idle servers at time t and the earliest time a busy one frees up (inf if none), in one branch-free
     pass. In the simulator a busy server's ``busy_until`` is its running task's finish time, so the second
@@ -481,7 +602,10 @@ def settle(servers, tasks, clock, p):
         te = free_at
         if clock.n_arrived < clock.n_tasks and tasks[clock.n_arrived].arrival < te:
             te = tasks[clock.n_arrived].arrival
-        if not _move_to(tasks, clock, te, p.time_limit):
+        if te == math.inf and clock.n_done < clock.n_arrived:
+            # grid mode only: servers freed on the grid a hair before their task's float32 end
+            te = next_event_time(tasks, clock)
+        if not _jump_to(tasks, clock, te, p):
             return
 
 
@@ -494,11 +618,20 @@ def choose(servers, tasks, clock, p, action, vis):
     Default rule: the highest-scored task among those that can start now. ``paper_literal``: the
     highest-scored visible task, no-op if it cannot start. Empty slots never win; ties go to the older."""
     if not (action[0] >= 0.0):
-        return -1, 0
+        return -1, 0.0
     nv = visible_queue(tasks, clock, p.queue_len, vis)
     idle = idle_count(servers, clock.time)
     best = -1
     best_score = -math.inf
+    if p.empty_slots_win == 1:  # the authors' argmax over every slot; an empty winner is a no-op
+        for q in range(p.queue_len):
+            sc = action[2 + q]
+            if best < 0 or sc > best_score:
+                best = q
+                best_score = sc
+        if best >= nv:
+            return -1, 0.0
+        nv = 0  # the rule below is skipped
     for q in range(nv):
         if p.paper_literal == 0 and tasks[vis[q]].patches > idle:
             continue
@@ -509,11 +642,11 @@ def choose(servers, tasks, clock, p, action, vis):
             best = q
             best_score = sc
     if best < 0:
-        return -1, 0
+        return -1, 0.0
     i = vis[best]
     if tasks[i].patches > idle:
-        return -1, 0
-    return i, decode_steps(action[1], p.s_min, p.s_max)
+        return -1, 0.0
+    return i, _decode_steps_p(p, action[1])
 
 
 @jit_inline
@@ -769,7 +902,7 @@ def reset_env(servers, tasks, clock, params, speeds, arrival, patches, models, o
         t.reload = 0
         t.servers = 0
         t.order = -1
-    clock.time = 0.0
+    clock.time = p.clock_start
     clock.n_tasks = n
     clock.n_arrived = 0
     clock.head = 0
@@ -780,6 +913,7 @@ def reset_env(servers, tasks, clock, params, speeds, arrival, patches, models, o
     clock.next_group = 0
     clock.status = ACTIVE
     clock.decisions = 0
+    advance(tasks, clock, clock.time)  # tasks queued before the clock starts (``prequeued``) are there at once
     settle(servers, tasks, clock, p)
     build_obs(servers, tasks, clock, p, obs)
     _write_info(tasks, clock, info, 0.0)
@@ -815,6 +949,10 @@ def greedy_choice(servers, tasks, clock, params, step_time, init_time):
     nv = visible_queue(tasks, clock, p.queue_len, vis)
     idle = idle_count(servers, clock.time)
     best_slot, best_steps, best_r = -1, 0, -math.inf
+    # ``greedy_slot_defect``: the authors' agent always ends up at the most steps; ``greedy_unpriced``: it prices a
+    # task before its duration exists (init = exec = 0) with the task still in the queue's mean wait
+    s_lo = p.s_max if p.greedy_slot_defect == 1 else p.s_min
+    unpriced = p.greedy_unpriced == 1
     for q in range(nv):
         task = tasks[vis[q]]
         if task.patches > idle:
@@ -822,9 +960,12 @@ def greedy_choice(servers, tasks, clock, params, step_time, init_time):
         c, reuse, init, step_s = plan(servers, clock.time, task.patches, task.model, p, step_time, init_time,
                                       sel, work)
         wait = clock.time - task.arrival
-        wbar = mean_wait_after(tasks, clock, p.queue_len, vis[q])
-        for s in range(p.s_min, p.s_max + 1):
-            r = _reward_p(p, wait, init, s * step_s, wbar, quality(s, p.q_max))
+        wbar = mean_wait_after(tasks, clock, p.queue_len, -1 if unpriced else vis[q])
+        for s in range(s_lo, p.s_max + 1):
+            if unpriced:
+                r = _reward_p(p, wait, 0.0, 0.0, wbar, _quality_p(p, s))
+            else:
+                r = _reward_p(p, wait, init, _exec_seconds(p, s, init, step_s), wbar, _quality_p(p, s))
             if r > best_r:
                 best_slot, best_steps, best_r = q, s, r
     return best_slot, best_steps, best_r

@@ -93,6 +93,7 @@ PARAMS = np.dtype(
         ("w_r", "f8"),
         ("regroup_time", "f8"),  # < 0: extension off
         ("speed_max", "f8"),
+        ("clock_start", "f8"),  # time of an episode's first decision (0 for a trace)
         ("s_min", "i8"),
         ("s_max", "i8"),
         ("queue_len", "i8"),
@@ -100,6 +101,15 @@ PARAMS = np.dtype(
         ("paper_literal", "i8"),
         ("response_reward", "i8"),
         ("n_models", "i8"),
+        # the authors' simulator, one switch each (0 = SPEC; see EATConfig)
+        ("grid_mode", "i8"),  # mode == "grid"
+        ("first_idle", "i8"),  # selector == "first-idle"
+        ("steps_32u", "i8"),  # step_decoding == "32u"
+        ("float32", "i8"),  # float32_durations
+        ("quality_dip", "i8"),
+        ("empty_slots_win", "i8"),
+        ("greedy_slot_defect", "i8"),
+        ("greedy_unpriced", "i8"),
     ],
     align=True,
 )
@@ -160,6 +170,13 @@ def make_params(cfg: EATConfig) -> np.ndarray:
     r["event_mode"] = int(cfg.mode == "event")
     r["paper_literal"] = int(cfg.paper_literal)
     r["response_reward"] = int(cfg.reward == "response")
+    r["clock_start"] = 0.0 if cfg.arrival == "trace" else cfg.clock_start  # a trace holds its own times
+    r["grid_mode"] = int(cfg.mode == "grid")
+    r["first_idle"] = int(cfg.selector == "first-idle")
+    r["steps_32u"] = int(cfg.step_decoding == "32u")
+    for name in ("quality_dip", "empty_slots_win", "greedy_slot_defect", "greedy_unpriced"):
+        r[name] = int(getattr(cfg, name))
+    r["float32"] = int(cfg.float32_durations)
     return p
 
 

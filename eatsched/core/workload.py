@@ -62,9 +62,14 @@ class ArrivalProcess:
 
 
 class PoissonArrivals(ArrivalProcess):
-    """Exact Poisson arrivals: exponential gaps of mean 1/rate, the first one after time 0."""
+    """Exact Poisson arrivals: exponential gaps of mean 1/rate, the first one after time 0.
+
+    With ``cfg.prequeued = m`` (the authors' reset): the first m tasks arrive at time 0 and the other n - m arrive by
+    the same process from ``cfg.clock_start`` on (the patch counts and models are drawn for all n as before)."""
 
     def __init__(self, cfg: EATConfig):
+        self.prequeued = cfg.prequeued
+        self.clock_start = cfg.clock_start
         self.rate = cfg.rate
         self.rate_max = cfg.rate_max
         self.rate_choices = np.asarray(cfg.rate_choices, np.float64)
@@ -96,7 +101,17 @@ class PoissonArrivals(ArrivalProcess):
         u = rng.random((3, self.n))
         arrival = np.cumsum(-np.log1p(-u[0]) / rate)
         patches, models = self._kinds(u[1:])
-        return Workload(arrival, patches, models)
+        return Workload(self._prequeue(arrival), patches, models)
+
+    def _prequeue(self, arrival: np.ndarray) -> np.ndarray:
+        """``prequeued`` tasks at time 0, the rest of the process (its first n - m arrivals) from ``clock_start``
+        (arrays of one episode or of a batch, tasks along the last axis)."""
+        m = self.prequeued
+        if m == 0 and self.clock_start == 0.0:
+            return arrival
+        out = np.zeros_like(arrival)
+        out[..., m:] = arrival[..., : arrival.shape[-1] - m] + self.clock_start
+        return out
 
 
     def sample_batch(self, rng: np.random.Generator, n: int):
@@ -105,7 +120,7 @@ class PoissonArrivals(ArrivalProcess):
         u = rng.random((3, n, self.n))
         arrival = np.cumsum(-np.log1p(-u[0]) / rates[:, None], axis=1)
         patches, models = self._kinds(u[1:])
-        return arrival, patches, models, np.full(n, self.n, np.int64)
+        return self._prequeue(arrival), patches, models, np.full(n, self.n, np.int64)
 
 
 class BurstyArrivals(PoissonArrivals):
@@ -138,14 +153,15 @@ class BurstyArrivals(PoissonArrivals):
             out[i] = t
             i += 1
         patches, models = self._kinds(rng.random((2, self.n)))
-        return Workload(out, patches, models)
+        return Workload(self._prequeue(out), patches, models)
 
     sample_batch = ArrivalProcess.sample_batch
 
 
 class TraceArrivals(ArrivalProcess):
     """Replay a CSV trace with columns ``arrival`` (seconds), ``patches``, ``prompt`` and optional
-    ``model``. Every episode replays the whole trace; the rng is not used."""
+    ``model``. Every episode replays the whole trace; the rng is not used. The trace's times are used as they are:
+    ``prequeued`` and ``clock_start`` do not apply (the clock starts at 0)."""
 
     def __init__(self, cfg: EATConfig):
         self.path = Path(cfg.trace_path or "")
@@ -204,6 +220,16 @@ def _trace_rows(path: Path, cfg: EATConfig) -> list[tuple[float, int, int, str]]
                                                 f"and at most {cfg.nodes} nodes; model 0..{cfg.n_models - 1})")
             rows.append((a, k, m, row.get("prompt") or ""))
     return rows
+
+
+def trace_horizon(cfg: EATConfig, w: Workload) -> float:
+    """A time by which any schedule of trace ``w`` that runs one task at a time, each at the most steps on the
+    slowest servers with a cold start, from the last arrival on, has finished: the time limit of a trace replay
+    that is not given one (a policy that idles longer than that is cut, and says so)."""
+    prof = cfg.time_profile
+    slowest = min(cfg.server_speeds)
+    work = sum(prof.init_time[int(k)] + cfg.s_max * prof.step_time[int(k)] / slowest for k in w.patches)
+    return float(max(cfg.time_limit if cfg.time_limit < float("inf") else 0.0, w.arrival.max() + work + 1.0))
 
 
 def make_arrivals(cfg: EATConfig) -> ArrivalProcess:

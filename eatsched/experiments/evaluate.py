@@ -20,13 +20,13 @@ import math
 import multiprocessing as mp
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..algos import registry
-from ..core.config import EATConfig
+from ..core.config import AUTHORS_FIXES, PRESETS, EATConfig
 from ..core.metrics import EFFICIENCY_DEFINITION
 from ..core.seeds import HELD_OUT_SEED0
 
@@ -402,16 +402,196 @@ def markdown_table(ev: Evaluation, metric: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --- the ablation: from the authors' setting, each SPEC fix alone ------------------------------------------------
+ABLATION_ALGOS = ("random", "greedy", "fifo", "adaptive", "eat")
+"""Schedulers of the ablation's rows (``eat evaluate --ablation``; ``--algos`` overrides)."""
+VERDICT_ALGOS = ("eat", "eat-a", "eat-d", "eat-da", "ppo", "random", "greedy", "fifo", "adaptive")
+"""Schedulers run on the two ends (the authors' setting and SPEC's) for the claim-by-claim verdict: the paper's DRL
+methods, its Random and Greedy, and our two hand-written baselines."""
+DRL_ALGOS = ("eat", "eat-a", "eat-d", "eat-da", "ppo")
+"""The paper's learned (DRL) methods, among which it claims EAT has the lowest latency."""
+PAPER_ALGOS = ("eat", "eat-a", "eat-d", "eat-da", "ppo", "random", "greedy")
+"""The paper's algorithms that the verdict runs (Genetic and Harmony are left out: open-loop searches)."""
+FIX_AFFECTS = {"greedy slot": ("greedy",), "greedy pricing": ("greedy",),
+               "double tanh": ("eat", "eat-a", "eat-d", "eat-da", "lad-ts")}
+"""Fixes that only one scheduler (family) reads: the others' cells of that row are the authors' row's, not rerun."""
+ABLATION_METRICS = (("quality", "mean_quality", "{:.3f}", True), ("response", "mean_response_s", "{:.1f}", False),
+                    ("reload", "reload_rate", "{:.3f}", False))
+
+
+def ablation_variants() -> list[tuple[str, str, dict, tuple[str, ...] | None]]:
+    """(folder, label, config fields, schedulers it affects or None for all): the authors' setting, then each fix
+    of ``AUTHORS_FIXES`` alone on top of it (the training rate is left out: only training reads it), then SPEC."""
+    out = [("authors", "authors' setting (--preset authors)", dict(PRESETS["authors"]), None)]
+    for fix, changes in AUTHORS_FIXES.items():
+        if fix == "training rate":
+            continue
+        out.append((fix.replace(" ", "-"), f"+ {fix}", {**PRESETS["authors"], **changes}, FIX_AFFECTS.get(fix)))
+    out.append(("spec", "SPEC (every fix; --preset spec)", dict(PRESETS["spec"]), None))
+    return out
+
+
+def evaluate_ablation(settings: EvalSettings, out: Path, *, verdict_algos: Sequence[str] = VERDICT_ALGOS,
+                      warn: Callable[[str], None] = print, on_variant: Callable[[str], None] | None = None,
+                      on_start: Callable[[int], None] | None = None,
+                      on_cell: Callable[[Cell, dict, bool], None] | None = None) -> dict:
+    """Run the grid of ``settings`` once per ablation variant, each an ordinary (resumable) evaluation folder
+    ``out/variants/<name>``; the two ends also run ``verdict_algos``. Writes ``out/ablation.json`` and
+    ``out/ablation.md`` (tables of grid means with CIs, then the verdict) and returns the summary."""
+    out = Path(out)
+    done: dict[str, Evaluation] = {}
+    for name, label, fields, affects in ablation_variants():
+        algos = tuple(settings.algos)
+        if name in ("authors", "spec"):
+            algos = tuple(dict.fromkeys(algos + tuple(verdict_algos)))
+        elif affects is not None:
+            algos = tuple(a for a in algos if a in affects)
+        if not algos:
+            continue
+        if on_variant is not None:
+            on_variant(label)
+        s = replace(settings, algos=algos, base=EATConfig(**fields))
+        done[name] = evaluate(s, out / "variants" / name, warn=warn, on_start=on_start, on_cell=on_cell)
+    summary = ablation_summary(done, settings)
+    (out / "ablation.json").write_text(json.dumps(summary, indent=1, default=str))
+    (out / "ablation.md").write_text(ablation_markdown(summary))
+    return summary
+
+
+def grid_mean(ev: Evaluation, algo: str, key: str) -> tuple[float, float] | None:
+    """Mean over the grid's columns of ``key`` and its 95% CI: per seed, the mean over the columns of that seed's
+    episode value; then the t interval over seeds (None if a column is missing)."""
+    per_seed: dict[int, list[float]] = {}
+    for n, r in ev.settings.columns():
+        rec = ev.records.get(Cell(algo, n, float(r)))
+        if rec is None:
+            return None
+        for e in rec["episodes"]:
+            per_seed.setdefault(int(e["seed"]), []).append(float(e.get(key, math.nan)))
+    vals = [float(np.nanmean(v)) for v in per_seed.values()]
+    return float(np.mean(vals)), ci95(vals)
+
+
+def ablation_summary(done: dict[str, Evaluation], settings: EvalSettings) -> dict:
+    """Grid means with CIs per variant, scheduler and metric, and the verdict on the paper's claims."""
+    variants = []
+    for name, label, fields, affects in ablation_variants():
+        ev = done.get(name)
+        if ev is None:
+            continue
+        rows = {}
+        for algo in dict.fromkeys(settings.algos + (VERDICT_ALGOS if name in ("authors", "spec") else ())):
+            src, same = ev, False
+            if affects is not None and algo not in affects and "authors" in done:
+                src, same = done["authors"], True
+            vals = {m: grid_mean(src, algo, key) for m, key, _, _ in ABLATION_METRICS}
+            vals["decision_time"] = grid_mean(src, algo, "mean_decision_ms")
+            if any(v is not None for v in vals.values()):
+                rows[algo] = {"values": vals, "as_authors": same}
+        variants.append({"name": name, "label": label, "fields": fields, "rows": rows})
+    s = settings
+    return {"grid": s.grid, "seeds": s.seeds, "seed0": s.seed0, "columns": [[n, r] for n, r in s.columns()],
+            "algos": list(s.algos), "variants": variants, "verdict": verdict(variants)}
+
+
+def _value(variants: list[dict], name: str, algo: str, metric: str) -> float:
+    for v in variants:
+        if v["name"] == name and algo in v["rows"]:
+            x = v["rows"][algo]["values"].get(metric)
+            return math.nan if x is None else float(x[0])
+    return math.nan
+
+
+def verdict(variants: list[dict]) -> list[dict]:
+    """The paper's claims, each judged under the authors' setting and under SPEC's, from the grid means."""
+
+    def judge(name: str) -> list[tuple[bool | None, str]]:
+        def val(algo, metric):
+            return _value(variants, name, algo, metric)
+
+        out = []
+        drl = {a: val(a, "response") for a in DRL_ALGOS if val(a, "response") == val(a, "response")}
+        if "eat" in drl and len(drl) > 1:
+            order = sorted(drl, key=drl.get)
+            out.append((all(drl["eat"] < v for a, v in drl.items() if a != "eat"),
+                        "response s: " + ", ".join(f"{a} {drl[a]:.1f}" for a in order)))
+        else:
+            out.append((None, "not run"))
+        paper = [a for a in PAPER_ALGOS if val(a, "quality") == val(a, "quality")]
+        if "greedy" in paper and len(paper) > 1:
+            q = {a: val(a, "quality") for a in paper}
+            r = {a: val(a, "response") for a in paper}
+            best_q, worst_r = max(q, key=q.get), max(r, key=r.get)
+            out.append((q["greedy"] >= max(q.values()) and r["greedy"] >= max(r.values()),
+                        f"best quality: {best_q} {q[best_q]:.3f} (greedy {q['greedy']:.3f}); worst response: "
+                        f"{worst_r} {r[worst_r]:.1f} s (greedy {r['greedy']:.1f} s)"))
+        else:
+            out.append((None, "not run"))
+        rel = {a: val(a, "reload") for a in paper if val(a, "reload") == val(a, "reload")}
+        if "eat" in rel and len(rel) > 1:
+            order = sorted(rel, key=rel.get)
+            out.append((all(rel["eat"] < v for a, v in rel.items() if a != "eat"),
+                        "reload rate: " + ", ".join(f"{a} {rel[a]:.3f}" for a in order[:4])
+                        + (", ..." if len(order) > 4 else "")))
+        else:
+            out.append((None, "not run"))
+        ms = val("eat", "decision_time")
+        out.append((None, "not run") if ms != ms else (ms < 10.0, f"EAT {ms:.2f} ms per decision (this machine)"))
+        return out
+
+    claims = ("EAT has the lowest latency among the learned (DRL) methods",
+              "Greedy has the best quality and the worst latency",
+              "EAT has the lowest reload rate (among the paper's algorithms run here)",
+              "EAT decides in milliseconds")
+    a, s = judge("authors"), judge("spec")
+    return [{"claim": c, "authors": a[i][0], "authors_detail": a[i][1], "spec": s[i][0], "spec_detail": s[i][1]}
+            for i, c in enumerate(claims)]
+
+
+def ablation_markdown(summary: dict) -> str:
+    """The ablation's tables (one per metric: variants down, schedulers across; mean ± 95% CI over seeds of the
+    grid mean) and the verdict."""
+    algos = summary["algos"]
+    lines = [f"Grid `{summary['grid']}` ({len(summary['columns'])} columns), {summary['seeds']} held-out seeds "
+             f"({summary['seed0']}..); each cell is the mean over the grid's columns, ± the 95% CI over seeds of that "
+             "mean. Rows: the authors' setting, then one SPEC fix at a time on top of it, then SPEC (all fixes). "
+             "`=`: the fix does not touch this scheduler (the authors' row, not rerun).", ""]
+    for metric, _key, fmt, _higher in ABLATION_METRICS:
+        title = METRICS[metric][1].split(": ", 1)[1]
+        lines += [f"#### Ablation: {title}", "", "| setting | " + " | ".join(algos) + " |",
+                  "|---|" + "---|" * len(algos)]
+        for v in summary["variants"]:
+            cells = []
+            for a in algos:
+                row = v["rows"].get(a)
+                x = None if row is None else row["values"].get(metric)
+                if x is None:
+                    cells.append("-")
+                    continue
+                mean, half = x
+                cells.append(("= " if row["as_authors"] else "") + fmt.format(mean)
+                             + ("" if half != half else f" ± {fmt.format(half)}"))
+            lines.append(f"| {v['label']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["#### The paper's claims under each setting", "",
+              "| claim | authors' setting | SPEC |", "|---|---|---|"]
+    word = {True: "holds", False: "does not hold", None: "not run"}
+    for c in summary["verdict"]:
+        lines.append(f"| {c['claim']} | **{word[c['authors']]}**: {c['authors_detail']} | **{word[c['spec']]}**: "
+                     f"{c['spec_detail']} |")
+    return "\n".join(lines) + "\n"
+
+
 ALGO_COLOURS: dict[str, str] = {
     "eat": "#0072B2", "eat-a": "#56B4E9", "eat-d": "#009E73", "eat-da": "#332288", "lad-ts": "#CC79A7",
     "ppo": "#882255", "genetic": "#999933", "harmony": "#44AA99", "random": "#777777", "fifo": "#E69F00",
-    "greedy": "#D55E00", "adaptive": "#000000",
+    "greedy": "#D55E00", "adaptive": "#000000", "hol": "#117733",
 }
 """One fixed colour per registered scheduler, the same in every plot: Okabe-Ito's colour-blind-safe eight (without
-yellow, which vanishes on white) and Paul Tol's indigo, wine, olive and teal. Markers tell them apart too."""
-EXTRA_COLOURS = ("#AA4499", "#117733", "#DDAA33", "#6699CC", "#994455", "#997700", "#EE99AA", "#004488")
+yellow, which vanishes on white) and Paul Tol's indigo, wine, olive, teal and green. Markers tell them apart too."""
+EXTRA_COLOURS = ("#AA4499", "#DDAA33", "#6699CC", "#994455", "#997700", "#EE99AA", "#004488")
 """Colours for schedulers not in ``ALGO_COLOURS`` (a new registry entry), handed out in order of appearance."""
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "*", "d", "H", "8")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "*", "d", "H", "8", "x")
 """One marker per algorithm (the registry's order); ``*`` is drawn larger, being thinner."""
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,19 +35,12 @@ from ..core.invariants import check_schedule
 from ..core.seeds import HELD_OUT_SEED0
 from ..core.state import DONE, TASK
 from ..core.workload import Workload
+from .schedules import Solution, mean_response, reward_r0
+
+__all__ = ["Solution", "instance", "reward_r0", "mean_response", "solve", "block_bound", "response_lower_bound",
+           "run_scheduler", "compare_on_instance", "gap_study", "gap_table_markdown", "SOLVERS", "OPTIMAL_SIZES"]
 
 EPS = 1e-9
-
-
-@dataclass
-class Solution:
-    objective: str  # "reward" (R0, maximized) or "response" (total response s, minimized)
-    value: float  # R0 sum, or mean response s
-    optimal: bool  # False: the node limit was hit; value is the best found
-    nodes: int
-    solve_s: float
-    tasks: np.ndarray  # TASK records of the schedule (order = launch order)
-    upper_bound: float  # a bound on the optimum: = value when optimal (for "response": a lower bound on it)
 
 
 def instance(cfg: EATConfig, seed: int) -> Workload:
@@ -60,28 +52,14 @@ def instance(cfg: EATConfig, seed: int) -> Workload:
     return env.workload
 
 
-def reward_r0(tasks: np.ndarray, cfg: EATConfig) -> float:
-    """R0 of a schedule given as TASK records (a scheduler's ``episode_tasks()`` or a ``Solution``)."""
-    total = 0.0
-    for t in tasks:
-        if int(t["order"]) < 0:
-            continue
-        total += kernel.launch_reward(float(t["start"] - t["arrival"]), float(t["init"]), float(t["exec"]), 0.0,
-                                      float(t["quality"]), cfg.w_t, cfg.w_w, cfg.w_q, cfg.w_p, cfg.q_min, cfg.r_max)
-    return total
-
-
-def mean_response(tasks: np.ndarray) -> float:
-    done = tasks["state"] == DONE
-    return float((tasks["finish"] - tasks["arrival"])[done].mean()) if done.any() else math.nan
-
-
 class _Search:
     """Depth-first branch-and-bound over semi-active schedules generated in start order."""
 
-    def __init__(self, cfg: EATConfig, w: Workload, objective: str, node_limit: int, incumbent: float):
+    def __init__(self, cfg: EATConfig, w: Workload, objective: str, node_limit: int, incumbent: float,
+                 warm_start: bool = False):
         if cfg.regroup_time is not None:
             raise ValueError("the exact solver does not model the regroup_time extension")
+        self.warm_start = warm_start  # relaxation: a task first on all its servers may reuse a group left before
         self.cfg = cfg
         self.obj = objective
         self.n = len(w)
@@ -97,6 +75,8 @@ class _Search:
         self.qual = np.array([kernel.quality(int(s), cfg.q_max) for s in self.steps])
         self.node_limit = node_limit
         self.nodes = 0
+        self.open_bound = -math.inf  # the best bound of any subtree the node limit left unexplored
+        self.stopped = False
         self.best = incumbent
         self.best_plan: list | None = None
         # the optimistic per-task term as a function of (wait + init), on the fastest server
@@ -192,7 +172,7 @@ class _Search:
             wait = max(self.a[i], last_start, rel[k - 1]) - self.a[i]
             best = self.best_term(wait, k)
             total += best
-            if key not in has_group:
+            if key not in has_group and not self.warm_start:
                 d = best - self.best_term(wait + self.init_s[k], k)
                 loss[key] = min(loss.get(key, math.inf), d)
         return total - sum(loss.values())
@@ -210,10 +190,12 @@ class _Search:
             if acc > self.best + 1e-9 or self.best_plan is None and acc >= self.best - 1e-9:
                 self.best, self.best_plan = acc, list(plan)
             return
-        if self.nodes >= self.node_limit:
-            return
         intact = self._intact(prev, masks)
-        if acc + self.bound_rest(done_mask, last_start, free, intact, masks) <= self.best + 1e-9:
+        node_bound = acc + self.bound_rest(done_mask, last_start, free, intact, masks)
+        if self._stop():  # not expanded: its subtree stays open
+            self.open_bound = max(self.open_bound, node_bound)
+            return
+        if node_bound <= self.best + 1e-9:
             return
         children = []
         rest = [i for i in range(self.n) if not (done_mask >> i) & 1]
@@ -228,7 +210,7 @@ class _Search:
                     mask |= 1 << j
                 p = prev[S[0]]
                 reuse = (p >= 0 and masks[p] == mask and int(self.m[p]) == int(self.m[i])
-                         and all(prev[j] == p for j in S))
+                         and all(prev[j] == p for j in S)) or (self.warm_start and all(prev[j] < 0 for j in S))
                 init = 0.0 if reuse else self.init_s[k]
                 st = self.step_s[k] / float(min(self.speed[j] for j in S))
                 # releases before every other unscheduled arrival cannot delay anyone: of the step counts
@@ -241,9 +223,17 @@ class _Search:
                             continue
                         early_taken = True
                     children.append((term, i, S, mask, start, init, s, st))
-        children.sort(key=lambda c: (-c[0], c[4]))
-        for term, i, S, mask, start, init, s, st in children:
-            if self.nodes >= self.node_limit:
+        # most promising subtree first: by the child's bound (its term plus the optimistic value of the rest after
+        # it), which prices the delay a launch causes the others. Ordering by the immediate term alone started
+        # late-arriving tasks first and stalled some 6-task instances for millions of nodes (issue 19)
+        scored = sorted(((self._child_bound(acc, done_mask, free, prev, masks, c), c) for c in children),
+                        key=lambda bc: (-bc[0], bc[1][4]))
+        self.nodes += len(children)  # each child's bound is a node's worth of work: the limit stays a time budget
+        for bound, (term, i, S, mask, start, init, s, st) in scored:
+            if bound <= self.best + 1e-9:  # sorted by bound: neither this child nor any after can do better
+                return
+            if self._stop():  # the children not explored stay open
+                self.open_bound = max(self.open_bound, bound)
                 return
             finish = start + init + s * st
             nfree, nprev = list(free), list(prev)
@@ -256,6 +246,25 @@ class _Search:
             self._dfs(done_mask | (1 << i), acc + term, start, i, nfree, nprev, masks, plan)
             plan.pop()
             masks[i] = old_mask
+
+    def _stop(self) -> bool:
+        """The node limit is reached (once some schedule is known: the first dive always reaches a leaf)."""
+        if self.nodes >= self.node_limit and (self.best_plan is not None or self.best > -math.inf):
+            self.stopped = True
+        return self.stopped
+
+    def _child_bound(self, acc, done_mask, free, prev, masks, child) -> float:
+        """Optimistic value of every schedule below ``child`` (a launch not explored)."""
+        term, i, S, mask, start, init, s, st = child
+        nfree, nprev = list(free), list(prev)
+        for j in S:
+            nfree[j] = start + init + s * st
+            nprev[j] = i
+        old = masks[i]
+        masks[i] = mask
+        b = acc + term + self.bound_rest(done_mask | (1 << i), start, nfree, self._intact(nprev, masks), masks)
+        masks[i] = old
+        return b
 
     def records(self) -> np.ndarray:
         recs = np.zeros(self.n, TASK)
@@ -294,9 +303,8 @@ def solve(cfg: EATConfig, w: Workload, objective: str = "reward", *, node_limit:
         inc_value = reward_r0(incumbent, cfg) if objective == "reward" else -float(
             (incumbent["finish"] - incumbent["arrival"]).sum())
     srch = _Search(cfg, w, objective, node_limit, inc_value - 1e-7)
-    root_bound = srch.bound_rest(0, -math.inf, [0.0] * cfg.nodes, [-1] * cfg.nodes, [0] * len(w))
     srch.run()
-    optimal = srch.nodes < node_limit
+    optimal = not srch.stopped
     if srch.best_plan is not None:
         recs = srch.records()
     elif incumbent is not None:
@@ -304,8 +312,52 @@ def solve(cfg: EATConfig, w: Workload, objective: str = "reward", *, node_limit:
     else:
         raise ValueError("no schedule found within the node limit; raise node_limit or pass an incumbent")
     value = reward_r0(recs, cfg) if objective == "reward" else mean_response(recs)
-    ub = value if optimal else (root_bound if objective == "reward" else -root_bound / len(w))
-    return Solution(objective, value, optimal, srch.nodes, time.perf_counter() - t0, recs, ub)
+    # not finished: the optimum is the best schedule seen or lies in a subtree the limit left open
+    found = reward_r0(recs, cfg) if objective == "reward" else -float((recs["finish"] - recs["arrival"]).sum())
+    bound = max(found, srch.open_bound)
+    ub = value if optimal else (bound if objective == "reward" else -bound / len(w))
+    return Solution(objective, value, optimal, srch.nodes, time.perf_counter() - t0, recs, ub,
+                    status="finished" if optimal else "node limit hit", bound=ub)
+
+
+def block_bound(cfg: EATConfig, w: Workload, objective: str = "reward", *, block: int = 5,
+                node_limit: int = 300_000) -> tuple[float, bool]:
+    """A proven bound on the optimum of ``w`` from independent blocks of consecutive arrivals (R0: an upper bound;
+    "response": a lower bound on the mean response), and whether every block was solved to the end.
+
+    The tasks are cut into runs of at most ``block`` consecutive arrivals (at the widest arrival gaps) and each run
+    is solved alone with an optimistic start: every server free, and any task that is the first of the run on all
+    its servers may reuse a group left there before. Any schedule of the whole instance, restricted to one run, is
+    a schedule of that relaxed run with the same value (the others' tasks only take servers away and break groups),
+    so the sum of the runs' optima bounds the whole. A run whose search hits ``node_limit`` contributes its bound."""
+    n = len(w)
+    a = np.asarray(w.arrival, np.float64)
+    cuts = _block_cuts(a, block)
+    total, exact = 0.0, True
+    for lo, hi in zip([0, *cuts], [*cuts, n], strict=True):
+        sub = Workload(w.arrival[lo:hi], w.patches[lo:hi], w.models[lo:hi])
+        srch = _Search(cfg, sub, objective, node_limit, -math.inf, warm_start=True)
+        srch.run()
+        done = not srch.stopped
+        exact &= done
+        part = srch.best if done else max(srch.best, srch.open_bound)
+        total += part
+    return (total, exact) if objective == "reward" else (-total / n, exact)
+
+
+def _block_cuts(a: np.ndarray, block: int) -> list[int]:
+    """Cut points (task indices) splitting arrivals ``a`` into runs of at most ``block`` tasks, at the widest gaps."""
+    n = len(a)
+    if n <= block:
+        return []
+    cuts: list[int] = []
+    lo = 0
+    while n - lo > block:
+        # the widest gap among the cut positions lo+1..lo+block
+        best = max(range(lo + 1, lo + block + 1), key=lambda c: (a[c] - a[c - 1], c))
+        cuts.append(best)
+        lo = best
+    return cuts
 
 
 def response_lower_bound(cfg: EATConfig, w: Workload) -> float:
@@ -365,10 +417,33 @@ def run_scheduler(name: str, cfg: EATConfig, seed: int, checkpoint: str | None =
     return res.task_records[0], float(res.episodes[0]["reward"])
 
 
-def compare_on_instance(cfg: EATConfig, seed: int, names: Sequence[str], *, node_limit: int = 2_000_000,
+SOLVERS = ("cp-sat", "bnb")
+"""Exact solvers: the CP-SAT model (``experiments.cpsat``, the default) and the branch and bound above (kept to
+cross-check it on small instances)."""
+
+
+def _solve_with(solver: str, cfg: EATConfig, w: Workload, objective: str, incumbent, *, node_limit: int,
+                time_limit: float, workers: int) -> Solution:
+    if solver == "cp-sat":
+        from .cpsat import solve_cpsat  # noqa: PLC0415
+
+        return solve_cpsat(cfg, w, objective, time_limit=time_limit, workers=workers, incumbent=incumbent,
+                           other_bound=lambda: block_bound(cfg, w, objective)[0])
+    if solver == "bnb":
+        return solve(cfg, w, objective, node_limit=node_limit, incumbent=incumbent)
+    raise ValueError(f"unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")
+
+
+def compare_on_instance(cfg: EATConfig, seed: int, names: Sequence[str], *, solver: str = "cp-sat",
+                        node_limit: int = 2_000_000, time_limit: float = 60.0, workers: int = 2,
                         warn: Callable[[str], None] | None = None, checkpoints=None) -> dict:
     """Solve the instance of ``seed`` for both objectives and measure every scheduler's gap to it.
-    ``checkpoints``: a ``--checkpoints`` folder for learned schedulers (None: the shipped ones)."""
+    ``checkpoints``: a ``--checkpoints`` folder for learned schedulers (None: the shipped ones).
+
+    The first row is the solver's schedule, named ``optimum`` only when proven optimal and ``best found``
+    otherwise (``best_found_by`` names the scheduler whose schedule it is when the solver found nothing better).
+    Each scheduler's ``gap_pct`` is measured against that schedule and ``gap_bound_pct`` against the proven bound:
+    the true gap lies between the two (they are equal when the optimum is proven)."""
 
     w = instance(cfg, seed)
     runs = {}
@@ -379,65 +454,93 @@ def compare_on_instance(cfg: EATConfig, seed: int, names: Sequence[str], *, node
             if warn is None:
                 raise
             warn(f"skipping {name}: {e}")
-    done = [t for t, _ in runs.values() if (t["state"] == DONE).all()]
-    best_r0 = max(done, key=lambda t: reward_r0(t, cfg), default=None)
-    best_resp = min(done, key=mean_response, default=None)
-    opt = solve(cfg, w, "reward", node_limit=node_limit, incumbent=best_r0)
-    fast = solve(cfg, w, "response", node_limit=node_limit, incumbent=best_resp)
+    done = {n: t for n, (t, _) in runs.items() if (t["state"] == DONE).all()}
+    best_r0 = max(done, key=lambda n: reward_r0(done[n], cfg), default=None)
+    best_resp = min(done, key=lambda n: mean_response(done[n]), default=None)
+    kw = dict(node_limit=node_limit, time_limit=time_limit, workers=workers)
+    opt = _solve_with(solver, cfg, w, "reward", done.get(best_r0), **kw)
+    fast = _solve_with(solver, cfg, w, "response", done.get(best_resp), **kw)
     for sol in (opt, fast):
         errors = check_schedule(sol.tasks, cfg, terminated=True)
         if errors:
             raise AssertionError(f"solver schedule infeasible: {errors[:3]}")
-    rows = [{"name": "optimum", "objective": opt.value, "gap_pct": 0.0, "mean_response_s": mean_response(opt.tasks),
+    found_by = None
+    if best_r0 is not None and opt.value <= reward_r0(done[best_r0], cfg) + 1e-9:
+        found_by = best_r0  # the solver found nothing better than this scheduler's schedule
+    ub, lb_resp = opt.upper_bound, fast.upper_bound
+    rows = [{"name": "optimum" if opt.optimal else "best found", "objective": opt.value, "gap_pct": 0.0,
+             "gap_bound_pct": 100.0 * (ub - opt.value) / abs(ub), "mean_response_s": mean_response(opt.tasks),
              "response_excess_pct": math.nan, "sim_reward": math.nan}]
     for name, (tasks, sim_reward) in runs.items():
         r0, resp = reward_r0(tasks, cfg), mean_response(tasks)
         rows.append({"name": name, "objective": r0, "gap_pct": 100.0 * (opt.value - r0) / abs(opt.value),
+                     "gap_bound_pct": 100.0 * (ub - r0) / abs(ub),
                      "mean_response_s": resp, "response_excess_pct": 100.0 * (resp - fast.value) / fast.value,
-                     "sim_reward": sim_reward})
-    return {"nodes": cfg.nodes, "tasks": len(w), "rate": cfg.rate, "seed": seed, "rows": rows,
-            "status": "optimal" if opt.optimal else "node limit hit (best found)", "nodes_explored": opt.nodes,
-            "upper_bound": opt.upper_bound, "optimal": opt.optimal,
-            "solve_s": opt.solve_s + fast.solve_s, "min_mean_response_s": fast.value,
-            "response_status": "optimal" if fast.optimal else "node limit hit (best found)",
+                     "response_excess_bound_pct": 100.0 * (resp - lb_resp) / lb_resp, "sim_reward": sim_reward})
+    return {"nodes": cfg.nodes, "tasks": len(w), "rate": cfg.rate, "seed": seed, "rows": rows, "solver": opt.solver,
+            "status": "optimal" if opt.optimal else "best found", "solver_status": opt.status,
+            "best_found_by": found_by, "nodes_explored": opt.nodes, "upper_bound": ub, "optimal": opt.optimal,
+            "gap_pct": 100.0 * opt.gap, "solve_s": opt.solve_s + fast.solve_s, "reward_solve_s": opt.solve_s,
+            "min_mean_response_s": fast.value, "response_bound_s": lb_resp,
+            "response_status": "optimal" if fast.optimal else "best found",
             "response_lower_bound_s": response_lower_bound(cfg, w)}
 
 
-def gap_study(names: Sequence[str], *, instances: int = 5, nodes: int = 4, tasks: int = 5, rate: float = 0.05,
-              seed0: int = HELD_OUT_SEED0, node_limit: int = 2_000_000,
-              warn: Callable[[str], None] | None = None, checkpoints=None) -> list[dict]:
-    """Mean optimality gaps of every scheduler over ``instances`` small instances (seeds seed0..)."""
+OPTIMAL_SIZES = ((4, 12, 0.05), (8, 8, 0.10))
+"""``eat evaluate --optimal K``: instance sizes (nodes, tasks, rate) solved K times each."""
+
+
+def gap_study(names: Sequence[str], *, instances: int = 5, nodes: int = 4, tasks: int = 12, rate: float = 0.05,
+              seed0: int = HELD_OUT_SEED0, solver: str = "cp-sat", node_limit: int = 2_000_000,
+              time_limit: float = 60.0, workers: int = 2, warn: Callable[[str], None] | None = None,
+              checkpoints=None) -> dict:
+    """Every scheduler's gaps over ``instances`` instances (seeds seed0..): per instance the solver's status, time,
+    value and bound; per scheduler the mean and largest gap to the best schedule found (the gap to the optimum
+    where it is proven) and the mean gap to the proven bound."""
     cfg = EATConfig(nodes=nodes, rate=rate, tasks_per_episode=tasks)
-    per: dict[str, list[tuple[float, float]]] = {}
-    solved = 0
+    per: dict[str, list[tuple[float, float, float]]] = {}
+    inst = []
     names = list(names)
     for s in range(seed0, seed0 + instances):
-        res = compare_on_instance(cfg, s, names, node_limit=node_limit, warn=warn, checkpoints=checkpoints)
+        res = compare_on_instance(cfg, s, names, solver=solver, node_limit=node_limit, time_limit=time_limit,
+                                  workers=workers, warn=warn, checkpoints=checkpoints)
         names = [r["name"] for r in res["rows"][1:]]  # a scheduler that failed once is not tried again
-        if res["status"] != "optimal" or res["response_status"] != "optimal":
-            if warn is not None:
-                warn(f"instance seed {s}: node limit hit; left out of the gap table")
-            continue
-        solved += 1
+        keys = ("seed", "status", "solver_status", "best_found_by", "solve_s", "reward_solve_s", "upper_bound",
+                "gap_pct", "min_mean_response_s", "response_status", "response_bound_s")
+        inst.append({k: res[k] for k in keys} | {"value": res["rows"][0]["objective"]})
         for r in res["rows"][1:]:
-            per.setdefault(r["name"], []).append((r["gap_pct"], r["response_excess_pct"]))
-    return [{"name": n, "instances": len(v), "gap_pct": float(np.mean([g for g, _ in v])),
-             "max_gap_pct": float(np.max([g for g, _ in v])),
-             "response_excess_pct": float(np.mean([e for _, e in v])), "nodes": nodes, "tasks": tasks,
-             "rate": rate, "seed0": seed0, "solved": solved} for n, v in per.items()]
+            per.setdefault(r["name"], []).append((r["gap_pct"], r["gap_bound_pct"], r["response_excess_pct"]))
+    rows = [{"name": n, "instances": len(v), "gap_pct": float(np.mean([g for g, _, _ in v])),
+             "max_gap_pct": float(np.max([g for g, _, _ in v])), "gap_bound_pct": float(np.mean([b for _, b, _ in v])),
+             "response_excess_pct": float(np.mean([e for _, _, e in v]))} for n, v in per.items()]
+    return {"nodes": nodes, "tasks": tasks, "rate": rate, "seed0": seed0, "solver": solver, "time_limit": time_limit,
+            "instances": inst, "rows": rows, "proven": sum(i["status"] == "optimal" for i in inst)}
 
 
-def gap_table_markdown(rows: list[dict]) -> str:
-    if not rows:
-        return "### Optimality gaps\n\nNo instance was solved within the node limit.\n"
-    r0 = rows[0]
-    lines = ["### Optimality gaps on small instances", "",
-             f"{r0['solved']} instances ({r0['nodes']} nodes, {r0['tasks']} tasks, rate {r0['rate']}, seeds "
-             f"{r0['seed0']}..), solved exactly. Gap: how far below the offline optimum of R0 (the simulator reward "
-             f"without the Wbar term; docs/optimal.md) a scheduler's schedule scores; response excess: how far its "
-             f"mean response is above the minimum possible.", "",
-             "| scheduler | mean R0 gap % (lower is better) | max R0 gap % (lower is better) "
-             "| mean response excess % (lower is better) |", "|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['name']} | {r['gap_pct']:.1f} | {r['max_gap_pct']:.1f} | {r['response_excess_pct']:.1f} |")
+def gap_table_markdown(studies: list[dict]) -> str:
+    """``optimality.md``: per size, the solver's results per instance and every scheduler's gaps."""
+    lines = ["### Optimality gaps", "",
+             "R0: the simulator's reward without its queue term Wbar (docs/optimal.md), higher is better. Per "
+             "instance: "
+             "*optimal* only when proven; otherwise *best found*, with the proven bound and the gap between them. "
+             "A scheduler's gap is measured to the best schedule found (its gap to the optimum where that is proven, "
+             "else a lower bound on it) and to the proven bound (an upper bound on it); response excess: how far its "
+             "mean response is above the smallest mean response found.", ""]
+    for st in studies:
+        lines += [f"#### {st['nodes']} nodes, {st['tasks']} tasks, rate {st['rate']:g}: {st['proven']} of "
+                  f"{len(st['instances'])} instances proven optimal ({st['solver']}, {st['time_limit']:g} s per solve)",
+                  "", "| seed | R0 status | R0 (best found) | proven bound | gap % | solve s (R0 + response) "
+                  "| min mean response s (status) |", "|---|---|---|---|---|---|---|"]
+        for i in st["instances"]:
+            who = f" (= {i['best_found_by']}'s)" if i["best_found_by"] and i["status"] != "optimal" else ""
+            lines.append(f"| {i['seed']} | {i['status']}{who} | {i['value']:.3f} | {i['upper_bound']:.3f} | "
+                         f"{i['gap_pct']:.2f} | {i['solve_s']:.1f} | {i['min_mean_response_s']:.2f} "
+                         f"({i['response_status']}) |")
+        lines += ["", "| scheduler | mean R0 gap % to best found (lower is better) | max (lower is better) "
+                  "| mean R0 gap % to bound (lower is better) | mean response excess % (lower is better) |",
+                  "|---|---|---|---|---|"]
+        for r in st["rows"]:
+            lines.append(f"| {r['name']} | {r['gap_pct']:.1f} | {r['max_gap_pct']:.1f} | {r['gap_bound_pct']:.1f} | "
+                         f"{r['response_excess_pct']:.1f} |")
+        lines.append("")
     return "\n".join(lines) + "\n"

@@ -102,6 +102,7 @@ class WorkerConn:
     delivered_at: float | None = None  # when the outstanding job was collected by a poll
     draining: str | None = None  # key of an aborted job the worker may still be running (its server is held)
     draining_ticket: str | None = None  # that job's ticket, when the host dispatched it
+    draining_seen: float = 0.0  # monotonic: when ``draining`` was set, or a heartbeat last said it still runs
     jobs_done: int = 0
 
     @property
@@ -302,7 +303,7 @@ class Executor:
             if run.key in [e["key"] for e in w.jobs]:  # never collected: just take it back
                 w.jobs = collections.deque(e for e in w.jobs if e["key"] != run.key)
             elif hold and w.up and name != failed_worker and rank not in run.results:
-                w.draining = run.key
+                w.draining, w.draining_seen = run.key, time.monotonic()
                 w.draining_ticket = run.tickets[rank] if run.tickets else None
                 self.sched.hold(w.index, True, now)
             w.delivered_at = None
@@ -317,7 +318,7 @@ class Executor:
         index = self.sched.add_server(worker_id, speed)  # raises ValueError when the cluster is full
         w = WorkerConn(worker_id, index, addr, int(port), backend, time.monotonic(), self.sched)
         if running:  # still busy with a job the host no longer tracks
-            w.draining, w.draining_ticket = running, None
+            w.draining, w.draining_ticket, w.draining_seen = running, None, time.monotonic()
             self.sched.hold(index, True, self.clock())
         else:
             self.sched.hold(index, False, self.clock())
@@ -333,6 +334,15 @@ class Executor:
         now = time.monotonic()
         w.last_seen = now
         patience = max(REDELIVER_MIN_S, REDELIVER_AFTER_HEARTBEATS * self.settings.heartbeat_s)
+        if w.draining is not None:
+            if running == w.draining:
+                w.draining_seen = now
+            elif now - w.draining_seen > patience:  # it will never report that job: free its server
+                log.warning("worker %s no longer runs aborted job %s; its server is free again", worker_id,
+                            w.draining)
+                w.draining = w.draining_ticket = None
+                self.sched.hold(w.index, False, self.clock())
+                self.wake()
         if w.assigned and w.delivered_at is not None and running is None and now - w.delivered_at > patience:
             log.warning("worker %s lost job %s; sending it again", worker_id, w.assigned)
             w.delivered_at = None

@@ -69,12 +69,17 @@ class Worker:
         self.jobs_done = 0
         self._stop = threading.Event()
         self._reg_lock = threading.Lock()
+        self._registrations = 0  # successful registrations so far (a 404 seen before one is answered by it)
         self._done_keys: collections.deque = collections.deque(maxlen=64)
 
     # --- host protocol ------------------------------------------------------------------------------
-    def register(self) -> None:
-        """(Re-)register; retries until the host answers or the worker is stopped."""
+    def register(self, seen: int | None = None) -> None:
+        """(Re-)register; retries until the host answers or the worker is stopped. ``seen``: the registration
+        count when the host answered 404; if another thread registered since, that answered it (registering
+        again would take this worker down on the host, and could report a job it has finished meanwhile)."""
         with self._reg_lock:
+            if seen is not None and seen != self._registrations:
+                return
             delay = 0.1
             while not self._stop.is_set():
                 try:
@@ -94,15 +99,17 @@ class Worker:
                 if d.get("epoch") != self.epoch:
                     self.backend.release()  # a new host knows nothing of our groups
                     self.epoch = d.get("epoch")
+                self._registrations += 1
                 log.info("registered as %s (slot %s)", self.id, d.get("index"))
                 return
 
     def _heartbeats(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             try:
+                seen = self._registrations
                 r = self.http.post(f"/v1/workers/{self.id}/heartbeat", json={"running": self.running}, timeout=5)
                 if r.status_code == 404:
-                    self.register()
+                    self.register(seen)
             except httpx.TransportError:
                 pass
 
@@ -111,9 +118,10 @@ class Worker:
         delay = 0.1
         while not self._stop.is_set():
             try:
+                seen = self._registrations
                 r = self.http.post(f"/v1/workers/{self.id}/result", json=payload, timeout=30)
                 if r.status_code == 404:
-                    self.register()
+                    self.register(seen)
                     continue
                 if r.status_code >= 400:  # not counted (stale, late, refused): the host re-runs the task
                     log.warning("the host did not take the result of %s (%s): %s", payload["key"], r.status_code,
@@ -156,6 +164,7 @@ class Worker:
         try:
             while not self._stop.is_set():
                 try:
+                    seen = self._registrations
                     r = self.http.get(f"/v1/workers/{self.id}/job", params={"wait": self.s.poll_s})
                 except httpx.TransportError:
                     self._stop.wait(delay)
@@ -163,7 +172,7 @@ class Worker:
                     continue
                 delay = 0.1
                 if r.status_code == 404:
-                    self.register()
+                    self.register(seen)
                 elif r.status_code == 200:
                     self.run_one(r.json())
                 elif r.status_code != 204:
