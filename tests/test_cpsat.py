@@ -65,6 +65,20 @@ def test_cpsat_at_realistic_size_is_feasible_and_never_worse_than_any_scheduler(
             assert optimal.mean_response(tasks) >= fast.value - 1e-9, name
 
 
+def test_replay_launches_in_time_order_whatever_order_it_is_given():
+    """A task placed first but arriving later must not be launched before a task that starts earlier elsewhere."""
+    import numpy as np
+
+    from eatsched.core.workload import Workload
+
+    cfg = EATConfig(nodes=4, tasks_per_episode=3)
+    w = Workload(np.array([10.0, 0.0, 1.0]), np.array([2, 2, 2]), np.zeros(3, np.int64))
+    recs = cpsat.replay(cfg, w, [[0, 1], [2, 3], [0, 1]], [10, 10, 10], [0, 1, 2])
+    assert check_schedule(recs, cfg, terminated=True) == []
+    assert list(np.argsort(recs["order"])) == [1, 0, 2] and recs["start"][1] == 0.0
+    assert recs["reload"].tolist() == [1, 1, 0]  # task 2 reuses task 0's group
+
+
 def test_block_bound_is_a_valid_bound():
     for nodes, tasks, rate, seed in ((4, 6, 0.05, 3), (4, 5, 0.09, 2)):
         cfg = EATConfig(nodes=nodes, rate=rate, tasks_per_episode=tasks)

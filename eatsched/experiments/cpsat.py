@@ -286,9 +286,10 @@ def _value(recs: np.ndarray, cfg: EATConfig, objective: str) -> float:
 
 
 def replay(cfg: EATConfig, w: Workload, servers: list[list[int]], steps: list[int], order: list[int]) -> np.ndarray:
-    """TASK records of the schedule that gives task i the servers ``servers[i]`` and ``steps[i]`` steps, launched
-    in ``order``, each as early as its arrival and its servers allow (semi-active), with reuse decided by the group
-    rule on the resulting per-server sequences."""
+    """TASK records of the schedule that gives task i the servers ``servers[i]`` and ``steps[i]`` steps, placed
+    in ``order`` (consistent with every server's sequence), each as early as its arrival and its servers allow
+    (semi-active), with reuse decided by the group rule on the resulting per-server sequences; launch numbers
+    follow the start times."""
     prof = cfg.time_profile
     speeds = cfg.server_speeds
     recs = np.zeros(len(w), TASK)
@@ -316,6 +317,11 @@ def replay(cfg: EATConfig, w: Workload, servers: list[list[int]], steps: list[in
         for j in S:
             free[j] = float(r["finish"])
             last[j] = i
+    # launches in time order: shifting every task as early as it can go may pass a task on other servers that
+    # started earlier in ``order``; each server's own sequence (and so every reuse) is unchanged
+    by_start = sorted(order, key=lambda i: (float(recs[i]["start"]), int(recs[i]["order"])))
+    for pos, i in enumerate(by_start):
+        recs[i]["order"] = pos
     return recs
 
 
