@@ -780,13 +780,17 @@ def train(
     utd: float | None = typer.Option(None, help="SAC: gradient updates per env step"),
     envs: int | None = typer.Option(None, help="SAC: environments collected per policy forward"),
     warmup_policy: str | None = typer.Option(None, help="SAC: who acts before learning starts: random (default) | "
-                                                        "adaptive | fifo (heuristic + noise seeds the replay)"),
+                                                        "adaptive | patient | fifo | hol (a hand-written "
+                                                        "scheduler + noise seeds the replay; the teacher of "
+                                                        "--sac bc_updates / bc_weight)"),
     gpu_compile: bool = typer.Option(True, "--compile/--no-compile",
                                      help="SAC on CUDA: torch.compile the update before capturing it (~35 s once)"),
     tf32: bool = typer.Option(True, "--tf32/--no-tf32", help="SAC on CUDA: TF32 matmuls in the captured update"),
     sac: list[str] = typer.Option([], "--sac", help="SAC: any hyperparameter of SACArgs as KEY=VALUE, repeatable "
                                                      "(e.g. --sac autotune=true --sac n_step=3)"),
     profile: str = typer.Option("reference", help="time profile"),
+    mode: str | None = typer.Option(None, help="after a no-op: tick (default) | event (jump to the next arrival or "
+                                               "completion: far fewer decisions while waiting) | grid"),
     settings: list[str] = typer.Option([], "--set", help=_SET_HELP),
     resume: bool = typer.Option(False, help="continue the run in --out from its train_state.pt"),
     out_dir: Path = typer.Option(..., "--out", help="output folder (policy.pt, logs, tb/)"),
@@ -801,7 +805,7 @@ def train(
         _fail("give --steps or --minutes, not both")
     if (steps is not None and steps < 1) or (minutes is not None and minutes <= 0):
         _fail("the budget must be positive")
-    cfg = _config(**_preset(preset, nodes=nodes, profile=profile, **_rates(rate), **_settings(settings)))
+    cfg = _config(**_preset(preset, nodes=nodes, profile=profile, mode=mode, **_rates(rate), **_settings(settings)))
     if cfg.train_rate is not None:  # the authors trained at one fixed rate whatever the script said
         err.print(f"training at rate {cfg.train_rate:g} (train_rate of --preset {preset}; --set train_rate=none "
                   f"honours --rate)")

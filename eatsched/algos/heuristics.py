@@ -1,5 +1,5 @@
-"""Hand-written schedulers: random, greedy, fifo, hol (head-of-line FIFO), and our heuristic ``adaptive`` (the bar
-learned policies must beat)."""
+"""Hand-written schedulers: random, greedy, fifo, hol (head-of-line FIFO), and our heuristics ``adaptive`` and
+``patient`` (the bar learned policies must beat)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,18 @@ import numpy as np
 
 from ..core import kernel
 from ..core.config import EATConfig
+from ..core.kernel import MAX_PATCHES
 from ..core.policy import Policy
-from ..core.state import TASK_PRESENT, TASK_READY
+from ..core.state import (
+    SERVER_BUSY_FOR,
+    SERVER_GROUP,
+    SERVER_IDLE,
+    SERVER_MODEL,
+    TASK_MODEL,
+    TASK_PATCHES,
+    TASK_PRESENT,
+    TASK_READY,
+)
 
 
 def saturation_steps(cfg: EATConfig) -> int:
@@ -140,7 +150,52 @@ class AdaptivePolicy(Heuristic):
         return self.launch(slot, steps)
 
 
-FIXED_STEPS = {"fifo": "steps", "hol": "steps", "adaptive": "high"}
+class PatientPolicy(AdaptivePolicy):
+    """``adaptive`` that waits for a warm group instead of paying a cold start (found by the learning diagnosis,
+    ``docs/learning.md``).
+
+    * Task: the oldest task that can start without a cold start, as ``adaptive``. Otherwise the oldest task that can
+      start and has no group of its size and model busy for at most ``wait_s`` more seconds; if every task that could
+      start has such a group about to free up, wait (no-op) for it.
+    * Steps: ``high`` (16), as ``adaptive``.
+
+    Why: a cold start costs 24-32 model s against 2-5 s of execution (reference profile), so waiting up to about
+    one cold start for a group of the right size is usually faster, and it keeps the groups intact for the tasks
+    behind. ``wait_s`` = 25 (about one cold start) was the best single value of a sweep of 10-30 s over 4, 8 and 12
+    nodes at the paper's middle and heavy rates; the best value differs by cluster size and load
+    (``docs/learning.md``).
+    Reads only the observation, so it runs on the serving host as in the simulator."""
+
+    name = "patient"
+
+    def __init__(self, config: EATConfig, high: int = 16, wait_s: float = 25.0, seed: int = 0):
+        super().__init__(config, high=high, seed=seed)
+        if not (isinstance(wait_s, (int, float)) and wait_s >= 0):
+            raise ValueError(f"patient: wait_s must be a number >= 0, got {wait_s!r}")
+        self.wait_s = float(wait_s)
+
+    def act(self, observation, info):
+        mask = info["action_mask"]
+        if not mask.any():
+            return self.wait()
+        cfg = self.config
+        L = cfg.queue_len
+        tok = self.tokens(observation)
+        ready = mask & (tok[:L, TASK_READY] > 0.5)
+        if ready.any():
+            return self.launch(int(np.argmax(ready)), self.high)
+        srv = tok[L:]
+        # a busy server belongs to a group of its recorded size running one task: when it frees, so does the group
+        soon = (srv[:, SERVER_IDLE] < 0.5) & (srv[:, SERVER_BUSY_FOR] * cfg.time_scale <= self.wait_s)
+        size = np.rint(srv[:, SERVER_GROUP] * cfg.nodes)
+        for q in np.flatnonzero(mask):
+            k = round(float(tok[q, TASK_PATCHES]) * MAX_PATCHES)
+            if not (soon & (size == k) & (np.abs(srv[:, SERVER_MODEL] - tok[q, TASK_MODEL]) < 1e-6)).any():
+                return self.launch(int(q), self.high)
+        return self.wait()
+
+
+FIXED_STEPS = {"fifo": "steps", "hol": "steps", "adaptive": "high", "patient": "high"}
 """The hand-written schedulers that launch at a fixed number of steps, and the argument that sets it
 (``eat simulate --steps N``)."""
 
@@ -150,5 +205,5 @@ def with_steps(name: str, config: EATConfig, steps: int, seed: int = 0) -> Polic
     any other scheduler, or for steps the config's decoding cannot express)."""
     if name not in FIXED_STEPS:
         raise ValueError(f"--steps applies to the fixed-step schedulers {', '.join(FIXED_STEPS)}, not {name!r}")
-    cls = {"fifo": FifoPolicy, "hol": HolPolicy, "adaptive": AdaptivePolicy}[name]
+    cls = {"fifo": FifoPolicy, "hol": HolPolicy, "adaptive": AdaptivePolicy, "patient": PatientPolicy}[name]
     return cls(config, **{FIXED_STEPS[name]: check_steps(config, steps, name)}, seed=seed)

@@ -79,6 +79,9 @@ REGISTRY: dict[str, Algorithm] = {a.name: a for a in (
               make="eatsched.algos.heuristics:GreedyPolicy"),
     Algorithm("adaptive", family="heuristic", summary="oldest task without a cold start if any, else oldest; 16 steps",
               make="eatsched.algos.heuristics:AdaptivePolicy"),
+    Algorithm("patient", family="heuristic",
+              summary="adaptive, but waits up to 25 s for a warm group instead of a cold start; 16 steps",
+              make="eatsched.algos.heuristics:PatientPolicy"),
     Algorithm("hol", family="heuristic", summary="head-of-line FIFO: the oldest task, no-op while it cannot start",
               make="eatsched.algos.heuristics:HolPolicy"),
 )}

@@ -109,6 +109,11 @@ class SACArgs:
     """behaviour-cloning warm start: the first ``bc_updates`` updates train the actor to reproduce the replay's
     actions (those of the warm-up scheduler, ``warmup_policy``) while the critics learn its values as usual; plain
     SAC follows (0 = off, the paper's method)"""
+    bc_weight: float = 0.0
+    """teacher kept as a regularizer during SAC (TD3+BC style): the actor loss becomes the SAC loss divided by the
+    batch's mean |Q| plus ``bc_weight`` times the squared distance of the deterministic action to the warm-up
+    scheduler's own action on the same state, which collection records for every transition (0 = off, the paper's
+    method)"""
     log_every: int = 2_000
     """env steps between rows of train_log.csv"""
     eval_every: int = 5_000
@@ -170,6 +175,7 @@ class Batch(NamedTuple):
     reward: torch.Tensor  # (B,) n-step discounted reward sum
     discount: torch.Tensor  # (B,) gamma^m, 0 where the episode terminated (truncation bootstraps)
     next_obs: torch.Tensor  # (B, L + N, 7)
+    teacher: torch.Tensor | None = None  # (B, A) the warm-up scheduler's action on obs, when recorded
 
 
 class ReplayBuffer:
@@ -179,7 +185,8 @@ class ReplayBuffer:
     apart: returns stop at either, but only termination stops bootstrapping."""
 
     def __init__(self, capacity: int, num_envs: int, obs_shape: tuple, action_dim: int, device: torch.device,
-                 gamma: float, n_step: int = 1):
+                 gamma: float, n_step: int = 1, teacher: bool = False):
+        """``teacher``: also keep a teacher action per transition (``SACArgs.bc_weight``)."""
         self.T = max(n_step + 1, capacity // num_envs)
         self.E, self.gamma, self.n = num_envs, gamma, n_step
         T, E = self.T, self.E
@@ -189,6 +196,7 @@ class ReplayBuffer:
         self.reward = torch.zeros((T, E), device=device)
         self.terminated = torch.zeros((T, E), device=device)
         self.ended = torch.zeros((T, E), device=device)
+        self.teacher = torch.zeros((T, E, action_dim), device=device) if teacher else None
         self.pos = 0  # next row to write
         self.rows = 0  # rows filled
         self.rows_t = torch.zeros((), dtype=torch.float32, device=device)  # the same, for in-graph sampling
@@ -197,33 +205,36 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.rows * self.E
 
-    def add(self, obs, action, reward, terminated, ended, next_obs) -> None:
+    def add(self, obs, action, reward, terminated, ended, next_obs, teacher=None) -> None:
         p = self.pos
         for dst, src in ((self.obs, obs), (self.action, action), (self.reward, reward),
-                         (self.terminated, terminated), (self.ended, ended), (self.next_obs, next_obs)):
-            dst[p].copy_(torch.as_tensor(src, dtype=torch.float32), non_blocking=True)
+                         (self.terminated, terminated), (self.ended, ended), (self.next_obs, next_obs),
+                         (self.teacher, teacher)):
+            if dst is not None:
+                dst[p].copy_(torch.as_tensor(src, dtype=torch.float32), non_blocking=True)
         self.pos = (p + 1) % self.T
         self.rows = min(self.rows + 1, self.T)
         self.rows_t.fill_(float(self.rows))
         self.oldest_t.fill_((self.pos - self.rows) % self.T)
 
-    def add_step(self, obs, action, next_obs, reward, terminated, truncated, infos) -> None:
+    def add_step(self, obs, action, next_obs, reward, terminated, truncated, infos, teacher=None) -> None:
         """Store one ``BatchedEATEnv.step`` of every env. An env that auto-reset returns its next episode's first
         observation; the stored next state is its episode's last one (``infos["final_obs"]``)."""
         real_next = next_obs
         if "ended" in infos:
             real_next = next_obs.copy()
             real_next[infos["ended"]] = infos["final_obs"]
-        self.add(obs, action, reward, terminated, terminated | truncated, real_next)
+        self.add(obs, action, reward, terminated, terminated | truncated, real_next, teacher)
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> Batch:
         dev = self.reward.device
         j = (torch.rand(batch_size, generator=generator, device=dev) * self.rows_t).long()  # logical row, 0 = oldest
         e = (torch.rand(batch_size, generator=generator, device=dev) * self.E).long()
         first = (self.oldest_t + j) % self.T
+        teacher = None if self.teacher is None else self.teacher[first, e]
         if self.n == 1:
             return Batch(self.obs[first, e], self.action[first, e], self.reward[first, e],
-                         self.gamma * (1.0 - self.terminated[first, e]), self.next_obs[first, e])
+                         self.gamma * (1.0 - self.terminated[first, e]), self.next_obs[first, e], teacher)
         ret = torch.zeros(batch_size, device=dev)
         disc = torch.ones(batch_size, device=dev)
         alive = torch.ones(batch_size, device=dev)
@@ -236,7 +247,7 @@ class ReplayBuffer:
             disc = torch.where(valid > 0, disc * self.gamma, disc)
             alive = valid * (1.0 - self.ended[row, e])
         return Batch(self.obs[first, e], self.action[first, e], ret, disc * (1.0 - self.terminated[last, e]),
-                     self.next_obs[last, e])
+                     self.next_obs[last, e], teacher)
 
 
 class SACAgent(nn.Module):
@@ -301,7 +312,9 @@ class SACAgent(nn.Module):
     def update(self, b: Batch, clone: bool = False) -> torch.Tensor:
         """One gradient update of critics, actor (and alpha), then the soft target update. Returns the
         losses (critic, actor, alpha) as one tensor, without a host sync. ``clone``: the actor learns to reproduce
-        the batch's actions instead (behaviour cloning; the critics and the temperature update as usual)."""
+        the teacher's actions (the batch's own where none were recorded) instead (behaviour cloning; the critics and
+        the temperature update as usual). With ``bc_weight`` > 0 and recorded teacher actions, plain updates keep
+        the actor near the teacher (``SACArgs.bc_weight``)."""
         alpha = self.log_alpha.exp().detach()
 
         # critic: y = r + gamma^n (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s'))
@@ -321,11 +334,15 @@ class SACAgent(nn.Module):
         feats = feats.detach()
         mean, log_std, _ = self.policy(b.obs, feats)
         action, log_prob = squash(mean, log_std, self.generator)
-        if clone:  # the deterministic action tanh(mean) towards the stored one
-            actor_loss = (torch.tanh(mean) - b.action).pow(2).sum(-1).mean()
+        target = b.action if b.teacher is None else b.teacher
+        if clone:  # the deterministic action tanh(mean) towards the teacher's
+            actor_loss = (torch.tanh(mean) - target).pow(2).sum(-1).mean()
         else:
             q_pi = self.critic(feats, self.masked(action, b.obs), weight_grads=False).min(0).values
             actor_loss = (alpha * log_prob - q_pi).mean()
+            if self.args.bc_weight > 0 and b.teacher is not None:  # TD3+BC: Q normalized, the teacher as a prior
+                actor_loss = (actor_loss / q_pi.abs().mean().detach().clamp(min=1e-3)
+                              + self.args.bc_weight * (torch.tanh(mean) - target).pow(2).sum(-1).mean())
         self.actor_opt.zero_grad(set_to_none=False)
         actor_loss.backward(inputs=self.actor_params)
         self.actor_opt.step()

@@ -75,9 +75,9 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
     # a resumed run keeps its own hyperparameters (network sizes included); this call's overrides go on top
     args = (SACArgs.from_dict({**st["args"], **overrides}) if st is not None
             else registry.get(algo).default_args(**overrides))
-    if args.bc_updates > 0 and args.warmup_policy == "random":
-        raise ValueError("bc_updates: behaviour cloning needs a hand-written warm-up scheduler "
-                         "(--warmup-policy adaptive or fifo)")
+    if (args.bc_updates > 0 or args.bc_weight > 0) and args.warmup_policy == "random":
+        raise ValueError("bc_updates / bc_weight: behaviour cloning needs a hand-written warm-up scheduler "
+                         f"(--warmup-policy {' | '.join(teacher_names())})")
     agent = SACAgent(args, config.queue_len, config.nodes, device=dev, seed=seed)
     if st is not None:
         agent.load_full_state(st["agent"])
@@ -91,12 +91,14 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
 
     envs = BatchedEATEnv(args.num_envs, config)
     obs, _ = envs.reset(seed=seed + 7919 * (start_step + 1) if resume else seed)
+    record_teacher = args.warmup_policy != "random" and (args.bc_updates > 0 or args.bc_weight > 0)
     buffer = ReplayBuffer(args.buffer_size, args.num_envs, obs.shape[1:], config.action_dim, dev, args.gamma,
-                          args.n_step)
+                          args.n_step, teacher=record_teacher)
     rng = np.random.default_rng([seed, start_step])
     learning_starts = start_step + args.learning_starts
     updater = None
     warmup = _warmup_actor(args, config, envs, rng)
+    teacher = _teacher(args, config, envs) if record_teacher else None
 
     writer = tensorboard(out / "tb")
     if writer is not None:
@@ -154,6 +156,7 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
     with progress_bar(progress, "reward", "eval") as prog:
         task = prog.add_task(f"{algo} N={config.nodes} rate={config.rate}", total=1.0, reward="-", eval="-")
         while not budget.exhausted(step - start_step):
+            teacher_actions = teacher(obs) if teacher is not None else None
             if step < learning_starts:
                 actions = warmup(obs)
             else:
@@ -167,7 +170,7 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
                     recent_lengths.append(int(ep_len[i]))
                     ep_len[i] = 0
                     episodes_done += 1
-            buffer.add_step(obs, actions, next_obs, rewards, terminated, truncated, infos)
+            buffer.add_step(obs, actions, next_obs, rewards, terminated, truncated, infos, teacher_actions)
             obs = next_obs
             step += args.num_envs
 
@@ -227,18 +230,35 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
     return path
 
 
+def teacher_names() -> tuple[str, ...]:
+    """Hand-written schedulers that can act from the observation alone (a warm-up scheduler or a teacher; greedy
+    needs the scheduler state, random teaches nothing)."""
+    return tuple(n for n in registry.names(learned=False)
+                 if n != "random" and not registry.make_policy(n, EATConfig(nodes=4)).needs_state)
+
+
+def _teacher(args, config: EATConfig, envs) -> Callable[[np.ndarray], np.ndarray]:
+    """The warm-up scheduler's own decision per env, without noise."""
+    if args.warmup_policy not in teacher_names():
+        raise ValueError(f"warmup_policy: random, {', '.join(teacher_names())}, got {args.warmup_policy!r}")
+    pol = registry.make_policy(args.warmup_policy, config)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        masks = envs.action_masks
+        return np.stack([pol.act(obs[i], {"action_mask": masks[i]}) for i in range(len(obs))])
+
+    return act
+
+
 def _warmup_actor(args, config: EATConfig, envs, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
     """Actions of the warm-up steps: uniform (``warmup_policy="random"``), or a hand-written scheduler's
     decision per env plus Gaussian noise, so that the first updates learn from competent transitions."""
     if args.warmup_policy == "random":
         return lambda obs: rng.uniform(-1.0, 1.0, (len(obs), config.action_dim)).astype(np.float32)
-    if args.warmup_policy not in ("adaptive", "fifo"):  # greedy needs the scheduler state, not an observation
-        raise ValueError(f"warmup_policy: random, adaptive or fifo, got {args.warmup_policy!r}")
-    pol = registry.make_policy(args.warmup_policy, config)
+    clean = _teacher(args, config, envs)
 
     def act(obs: np.ndarray) -> np.ndarray:
-        masks = envs.action_masks
-        a = np.stack([pol.act(obs[i], {"action_mask": masks[i]}) for i in range(len(obs))])
+        a = clean(obs)
         return np.clip(a + rng.normal(0.0, args.warmup_noise, a.shape), -1.0, 1.0).astype(np.float32)
 
     return act

@@ -585,7 +585,7 @@ def ablation_markdown(summary: dict) -> str:
 ALGO_COLOURS: dict[str, str] = {
     "eat": "#0072B2", "eat-a": "#56B4E9", "eat-d": "#009E73", "eat-da": "#332288", "lad-ts": "#CC79A7",
     "ppo": "#882255", "genetic": "#999933", "harmony": "#44AA99", "random": "#777777", "fifo": "#E69F00",
-    "greedy": "#D55E00", "adaptive": "#000000", "hol": "#117733",
+    "greedy": "#D55E00", "adaptive": "#000000", "hol": "#117733", "patient": "#AA3377",
 }
 """One fixed colour per registered scheduler, the same in every plot: Okabe-Ito's colour-blind-safe eight (without
 yellow, which vanishes on white) and Paul Tol's indigo, wine, olive, teal and green. Markers tell them apart too."""
