@@ -618,6 +618,10 @@ def evaluate(
     ablation: bool = typer.Option(False, "--ablation", help="from --preset authors, each SPEC fix alone, then SPEC: "
                                                             "one grid each under OUT/variants/, OUT/ablation.md with "
                                                             "the verdict on the paper's claims (eat report OUT)"),
+    use_ray: bool = typer.Option(False, "--ray", help="run each cell as a task on a local Ray instance with --jobs "
+                                                      "CPUs instead of a process pool (the `cluster` extra)"),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="run each cell as a task on a running Ray "
+                                                                       "cluster: auto | ray://HOST:PORT"),
 ):
     """Rerun the paper's evaluation grid: tables (md + csv), efficiency.png, optional training.png."""
     from .experiments.evaluate import ABLATION_ALGOS, DEFAULT_ALGOS, GRIDS, METRICS, EvalSettings, plot_training
@@ -642,8 +646,17 @@ def evaluate(
         _fail(f"--optimal-time: must be > 0, got {optimal_time}")
     if ablation and preset != "authors":
         _fail("--ablation starts from the authors' setting: give --preset authors")
+    ray_at = ray_address or ("local" if use_ray else None)
+    if ray_at is not None:
+        from .experiments.cluster import require_ray
+
+        try:
+            require_ray("--ray-address" if ray_address else "--ray")
+        except ImportError as e:
+            _fail(str(e))
     base = _config(**_preset(preset))
-    settings = EvalSettings(grid=grid, algos=names, seeds=seeds, jobs=jobs, checkpoints=checkpoints, base=base)
+    settings = EvalSettings(grid=grid, algos=names, seeds=seeds, jobs=jobs, checkpoints=checkpoints, base=base,
+                            ray=ray_at)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=False) as prog:
         bar = prog.add_task("cells", total=None)
@@ -659,7 +672,7 @@ def evaluate(
                                   on_variant=lambda label: err.print(f"ablation: {label}"))
             else:
                 ev = run(settings, out_dir, warn=warn, on_start=start, on_cell=cell)
-        except ValueError as e:
+        except (ValueError, ConnectionError) as e:  # ConnectionError: no Ray cluster at --ray-address
             _fail(str(e))
     if ablation:
         out.print((out_dir / "ablation.md").read_text(), markup=False, highlight=False)
@@ -847,6 +860,53 @@ def train(
 
     label = read_checkpoint(path).get("label", "") if path.suffix == ".pt" else ""
     out.print(f"checkpoint: {path}" + (f" ({label})" if label else ""))
+
+
+@app.command()
+def sweep(
+    config: Path = typer.Argument(..., help="sweep config (TOML; eatsched/experiments/sweep.py documents its keys, "
+                                            "sweeps/shipped.toml regenerates the shipped checkpoints)"),
+    ray_address: str | None = typer.Option(None, "--ray-address", help="a running Ray cluster: auto | "
+                                                                       "ray://HOST:PORT (default: a local instance)"),
+    out_dir: Path | None = typer.Option(None, "--out", help="output folder (default: the config's out)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="check the config and list the runs; train nothing"),
+):
+    """Train a set of runs (algorithms x cluster sizes x rates x seeds x hyperparameters) with Ray Tune; each run
+    an `eat train` folder under --out. Resumable: finished runs are kept, interrupted SAC runs resume."""
+    from .experiments.cluster import require_ray
+    from .experiments.sweep import SweepError, load_sweep, plan_runs, run_sweep
+
+    try:
+        sw = load_sweep(config, out=out_dir)
+        plan = plan_runs(sw)
+    except (SweepError, FileNotFoundError) as e:
+        _fail(str(e))
+    if dry_run:
+        for run in sw.runs:
+            params = " ".join(f"{k}={v}" for k, v in run.params.items())
+            out.print(f"{run.name}: {plan[run.name]}, {run.algo} on {run.nodes} nodes at rate {run.rate:g}, seed "
+                      f"{run.seed}" + (f", {params}" if params else ""), markup=False, highlight=False)
+        out.print(f"{len(sw.runs)} runs -> {sw.out}")
+        return
+    try:
+        require_ray("eat sweep")
+        rows = run_sweep(sw, ray_address, echo=lambda m: err.print(m, markup=False, highlight=False))
+    except (ImportError, ValueError, ConnectionError) as e:
+        _fail(str(e))
+    t = Table(title=f"sweep {config.name}: best evaluation of each run (validation seeds)")
+    for col in ("run", "status", "env steps", "best reward (higher better)", "efficiency (higher better)",
+                "response model s (lower better)"):
+        t.add_column(col, justify="right")
+    num = lambda v, f: "" if v is None or v != v else f.format(v)  # noqa: E731
+    for r in rows:
+        t.add_row(r["run"], r["status"], num(r["env_steps"], "{:,}"), num(r["best_mean_reward"], "{:.1f}"),
+                  num(r["efficiency"], "{:.5f}"), num(r["mean_response_s"], "{:.1f}"))
+    out.print(t)
+    failed = [r for r in rows if r["status"].startswith("failed")]
+    out.print(f"{len(rows)} runs -> {sw.out} (summary.md, summary.csv)")
+    if failed:
+        _fail(f"{len(failed)} of {len(rows)} runs failed ({failed[0]['run']}: {failed[0]['status']}); rerun the "
+              f"sweep to retry them")
 
 
 @bench_app.command("train")

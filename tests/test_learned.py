@@ -289,7 +289,7 @@ def test_teacher_actions_are_recorded_and_cloned():
 
     before = distance()
     for _ in range(200):
-        agent.update(buf.sample(32, agent.generator), clone=True)
+        agent.clone_update(buf.sample(32, agent.generator))
     assert distance() < 0.5 * before
     losses = agent.update(buf.sample(32, agent.generator))
     assert torch.isfinite(losses).all()

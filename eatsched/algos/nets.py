@@ -113,13 +113,19 @@ class DiffusionActor(nn.Module):
     Its first layer is written as three matmuls, W_x x_t + W_s s + W_t emb(t): the state and time parts are the
     same at every step of the chain, so they are computed once per chain instead of ``steps`` times (same
     function, a fraction of the FLOPs). The chain's output x_0 (clipped to +-``x0_clip``) is the pre-tanh mean;
+    ``x0_clip_grad="straight"`` lets gradients through the clip (a clipped prediction otherwise gets none and stays
+    clipped: behaviour cloning of the +-1 choices stalls there);
     a linear layer on the mean gives the log-std. Gradients flow through every step of the chain.
     """
 
     def __init__(self, state_dim: int, action_dim: int, hidden: int, layers: int, time_dim: int, steps: int,
-                 beta_schedule: str, x0_clip: float, log_std_min: float, log_std_max: float, **_):
+                 beta_schedule: str, x0_clip: float, log_std_min: float, log_std_max: float,
+                 x0_clip_grad: str = "zero", **_):
         super().__init__()
+        if x0_clip_grad not in ("zero", "straight"):
+            raise ValueError(f"x0_clip_grad: zero or straight, got {x0_clip_grad!r}")
         self.action_dim, self.steps, self.x0_clip = action_dim, steps, x0_clip
+        self.straight = x0_clip_grad == "straight"
         self.time_mlp = nn.Sequential(nn.Linear(time_dim, 2 * time_dim), nn.Mish(), nn.Linear(2 * time_dim, time_dim))
         self.in_x = nn.Linear(action_dim, hidden)
         self.in_s = nn.Linear(state_dim, hidden, bias=False)
@@ -162,7 +168,10 @@ class DiffusionActor(nn.Module):
             a, b, c0, ct, std = self._coef[t]
             x_aug = torch.cat([x, onehot[t].expand(x.shape[0], self.steps)], dim=1)
             eps = self.body(F.mish(torch.addmm(cond, x_aug, w_aug)))
-            x0 = torch.add(x * a, eps, alpha=-b).clamp(-self.x0_clip, self.x0_clip)
+            raw = torch.add(x * a, eps, alpha=-b)
+            x0 = raw.clamp(-self.x0_clip, self.x0_clip)
+            if self.straight:  # the same value; the gradient passes the clip as if it were not there
+                x0 = raw + (x0 - raw).detach()
             x = torch.add(x0 * c0, x, alpha=ct)
             if t > 0:
                 x = torch.add(x, noise[t + 1], alpha=std)

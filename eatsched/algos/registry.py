@@ -11,6 +11,7 @@ imports neither torch nor Stable-Baselines3 (the ``learn`` extra is optional).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -142,16 +143,18 @@ def outside_training(policy: Policy, config: EATConfig) -> str | None:
 
 def train(name: str, config: EATConfig, out: str | Path, *, steps: int | None = None, minutes: float | None = None,
           seed: int = 0, device: str = "cpu", progress: bool = True, resume: bool = False,
-          overrides: dict | None = None) -> Path:
+          overrides: dict | None = None, on_log: Callable[[dict], None] | None = None) -> Path:
     """Train ``name`` on ``config`` under ``out``; returns the checkpoint path. ``overrides``: hyperparameters
-    (fields of the algorithm's args dataclass)."""
+    (fields of the algorithm's args dataclass). ``on_log``: called with each train_log.csv row, in the training's
+    thread (the SAC family; the others do not call it)."""
     algo = get(name)
     if algo.train is None:
         raise ValueError(f"{algo.name} is hand-written; nothing to train (learned: {', '.join(names(learned=True))})")
     if steps is not None and minutes is not None:
         raise ValueError("give a budget in steps or in minutes, not both")
+    hook = {"on_log": on_log} if on_log is not None and algo.family == "sac" else {}
     return _resolve(algo.train)(algo.name, config, Path(out), steps=steps, minutes=minutes, seed=seed, device=device,
-                                progress=progress, resume=resume, overrides=dict(overrides or {}))
+                                progress=progress, resume=resume, overrides=dict(overrides or {}), **hook)
 
 
 # --- checkpoints ----------------------------------------------------------------------------------------------

@@ -64,6 +64,9 @@ class SACArgs:
     """noise schedule of the chain: vp | linear | cosine"""
     x0_clip: float = 3.0
     """clip of the chain's x0 prediction (pre-tanh units; tanh(3) = 0.995)"""
+    x0_clip_grad: str = "zero"
+    """gradient of that clip: ``zero`` outside it (the plain clamp) or ``straight`` (straight-through: the forward
+    value is the same, the gradient passes as if unclipped, so a prediction stuck past the clip can come back)"""
     d_model: int = 32
     """attention encoder: token width"""
     heads: int = 4
@@ -106,9 +109,9 @@ class SACArgs:
     warmup_noise: float = 0.3
     """std of the noise on a hand-written warm-up policy's actions (clipped to [-1, 1])"""
     bc_updates: int = 0
-    """behaviour-cloning warm start: the first ``bc_updates`` updates train the actor to reproduce the replay's
-    actions (those of the warm-up scheduler, ``warmup_policy``) while the critics learn its values as usual; plain
-    SAC follows (0 = off, the paper's method)"""
+    """behaviour-cloning warm start: when learning starts, ``bc_updates`` supervised updates train the encoder and
+    the actor to reproduce the warm-up scheduler's (``warmup_policy``) actions on the replay's states; SAC follows
+    (0 = off, the paper's method)"""
     bc_weight: float = 0.0
     """teacher kept as a regularizer during SAC (TD3+BC style): the actor loss becomes the SAC loss divided by the
     batch's mean |Q| plus ``bc_weight`` times the squared distance of the deterministic action to the warm-up
@@ -149,7 +152,8 @@ def build_policy_nets(args: SACArgs, queue_len: int, nodes: int) -> tuple[nn.Mod
     encoder = ENCODERS[args.encoder](token_rows, d_model=args.d_model, heads=args.heads, layers=args.attn_layers)
     actor = ACTORS[args.actor](encoder.out_dim, action_dim, hidden=args.hidden, layers=args.layers,
                                time_dim=args.time_dim, steps=args.diffusion_steps, beta_schedule=args.beta_schedule,
-                               x0_clip=args.x0_clip, log_std_min=args.log_std_min, log_std_max=args.log_std_max)
+                               x0_clip=args.x0_clip, log_std_min=args.log_std_min, log_std_max=args.log_std_max,
+                               x0_clip_grad=args.x0_clip_grad)
     return encoder, actor
 
 
@@ -167,6 +171,10 @@ def context_key(obs, queue_len: int, nodes: int):
 
 def context_count(queue_len: int, nodes: int) -> int:
     return (queue_len + 1) * (nodes + 1) * 5 * 2
+
+
+BC_TARGET = 0.9
+"""Where cloning aims the teacher's +-1 action entries (``SACAgent.bc_loss``)."""
 
 
 class Batch(NamedTuple):
@@ -276,6 +284,7 @@ class SACAgent(nn.Module):
         self.critic_opt = torch.optim.AdamW([*self.encoder.parameters(), *self.critic.parameters()], **opt)
         self.actor_opt = torch.optim.AdamW(list(self.actor.parameters()), **opt)
         self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=args.lr, **_adam_flags(cuda)) if args.autotune else None
+        self.clone_opt: torch.optim.Optimizer | None = None  # made by the first clone_update
         self.actor_params = list(self.actor.parameters())
         self.critic_params = [*self.encoder.parameters(), *self.critic.parameters()]
         self.online = [*self.encoder.parameters(), *self.critic.parameters()]
@@ -309,12 +318,36 @@ class SACAgent(nn.Module):
         return torch.cat([action[:, :2], torch.where(can_start, action[:, 2:], -1.0)], dim=1)
 
     # --- learning ---------------------------------------------------------------------------------------
-    def update(self, b: Batch, clone: bool = False) -> torch.Tensor:
+    def clone_update(self, b: Batch) -> torch.Tensor:
+        """One behaviour-cloning update (``SACArgs.bc_updates``): encoder and actor learn, by their own optimizer, to
+        give the teacher's action (the batch's own where none was recorded) as the deterministic action. Returns
+        the losses as ``update`` does (critic and alpha 0)."""
+        if self.clone_opt is None:
+            self.clone_opt = torch.optim.AdamW([*self.encoder.parameters(), *self.actor.parameters()],
+                                               lr=self.args.lr, weight_decay=self.args.weight_decay,
+                                               **_adam_flags(self.device.type == "cuda"))
+        mean, _, _ = self.policy(b.obs)
+        loss = self.bc_loss(mean, b)
+        self.clone_opt.zero_grad(set_to_none=False)
+        loss.backward()
+        self.clone_opt.step()
+        with torch.no_grad():  # the target encoder starts from the cloned features
+            torch._foreach_copy_(list(self.target_encoder.parameters()), list(self.encoder.parameters()))
+        zero = torch.zeros((), device=loss.device)
+        return torch.stack([zero, loss.detach(), zero])
+
+    @staticmethod
+    def bc_loss(mean: torch.Tensor, b: Batch) -> torch.Tensor:
+        """Squared distance of the deterministic action tanh(mean) to the teacher's, summed over the action. The
+        teacher's +-1 entries (launch or wait, the chosen slot) are aimed at +-``BC_TARGET`` instead, a finite
+        pre-tanh target (atanh 0.9 = 1.47), so cloning never pushes the output towards infinity."""
+        target = (b.action if b.teacher is None else b.teacher).clamp(-BC_TARGET, BC_TARGET)
+        return (torch.tanh(mean) - target).pow(2).sum(-1).mean()
+
+    def update(self, b: Batch) -> torch.Tensor:
         """One gradient update of critics, actor (and alpha), then the soft target update. Returns the
-        losses (critic, actor, alpha) as one tensor, without a host sync. ``clone``: the actor learns to reproduce
-        the teacher's actions (the batch's own where none were recorded) instead (behaviour cloning; the critics and
-        the temperature update as usual). With ``bc_weight`` > 0 and recorded teacher actions, plain updates keep
-        the actor near the teacher (``SACArgs.bc_weight``)."""
+        losses (critic, actor, alpha) as one tensor, without a host sync. With ``bc_weight`` > 0 and recorded
+        teacher actions, the actor is kept near the teacher (``SACArgs.bc_weight``)."""
         alpha = self.log_alpha.exp().detach()
 
         # critic: y = r + gamma^n (1 - terminated) (min_i Q'_i(s', a') - alpha log pi(a'|s'))
@@ -334,15 +367,11 @@ class SACAgent(nn.Module):
         feats = feats.detach()
         mean, log_std, _ = self.policy(b.obs, feats)
         action, log_prob = squash(mean, log_std, self.generator)
-        target = b.action if b.teacher is None else b.teacher
-        if clone:  # the deterministic action tanh(mean) towards the teacher's
-            actor_loss = (torch.tanh(mean) - target).pow(2).sum(-1).mean()
-        else:
-            q_pi = self.critic(feats, self.masked(action, b.obs), weight_grads=False).min(0).values
-            actor_loss = (alpha * log_prob - q_pi).mean()
-            if self.args.bc_weight > 0 and b.teacher is not None:  # TD3+BC: Q normalized, the teacher as a prior
-                actor_loss = (actor_loss / q_pi.abs().mean().detach().clamp(min=1e-3)
-                              + self.args.bc_weight * (torch.tanh(mean) - target).pow(2).sum(-1).mean())
+        q_pi = self.critic(feats, self.masked(action, b.obs), weight_grads=False).min(0).values
+        actor_loss = (alpha * log_prob - q_pi).mean()
+        if self.args.bc_weight > 0 and b.teacher is not None:  # TD3+BC: Q normalized, the teacher as a prior
+            actor_loss = (actor_loss / q_pi.abs().mean().detach().clamp(min=1e-3)
+                          + self.args.bc_weight * self.bc_loss(mean, b))
         self.actor_opt.zero_grad(set_to_none=False)
         actor_loss.backward(inputs=self.actor_params)
         self.actor_opt.step()

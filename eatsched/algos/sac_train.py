@@ -177,7 +177,7 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
             if step >= learning_starts and len(buffer) >= args.batch_size:
                 if n_cloned < args.bc_updates:  # behaviour-cloning warm start, all at once, before plain SAC
                     for _ in range(args.bc_updates - n_cloned):
-                        losses = agent.update(buffer.sample(args.batch_size, agent.generator), clone=True)
+                        losses = agent.clone_update(buffer.sample(args.batch_size, agent.generator))
                         n_updates += 1
                     n_cloned = args.bc_updates
                 if updater is None:

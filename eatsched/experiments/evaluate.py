@@ -5,6 +5,8 @@ Who calls it: ``eat evaluate`` (and ``eat report`` reads what it writes). Each c
 ``sim.rollout.simulate`` (so its numbers are exactly ``eat simulate --seed EVAL_SEED0 --episodes K``)
 and is stored as ``DIR/cells/<algo>-n<nodes>-r<rate>.json``; a rerun reuses every stored cell whose
 fingerprint (config, seeds, checkpoint bytes) still matches, so an interrupted run resumes where it stopped.
+Cells run in this process, in a local process pool (``jobs``) or as Ray tasks (``EvalSettings.ray``: a local
+Ray instance or a cluster); where they ran changes nothing they store.
 
 Learned algorithms reach us only through ``algos.make_policy``; one whose module or checkpoint is missing
 is skipped with a warning and listed in ``DIR/skipped.json`` and in the tables' notes, never a crash.
@@ -112,6 +114,9 @@ class EvalSettings:
     checkpoints: Path | None = None
     base: EATConfig = field(default_factory=EATConfig)
     cells: tuple[tuple[int, tuple[float, ...]], ...] | None = None  # overrides ``grid`` (tests, custom grids)
+    ray: str | None = None
+    """where cells run: None, local processes (``jobs``); ``local``, a local Ray instance with ``jobs`` CPUs; ``auto``
+    or ``ray://HOST:PORT``, a Ray cluster (one task per cell). Not in settings.json: it does not change a cell."""
 
     def grid_cells(self) -> tuple[tuple[int, tuple[float, ...]], ...]:
         if self.cells is not None:
@@ -278,33 +283,55 @@ def evaluate(settings: EvalSettings, out: Path, *, warn: Callable[[str], None] =
         if on_cell is not None:
             on_cell(cell, {}, False)
 
-    if settings.jobs <= 1 or len(todo) <= 1:
-        for cell, cfg, ckpt, fp in todo:
-            try:
-                rec = run_cell(cell, cfg, settings.seed0, settings.seeds, ckpt)
-            except Exception as e:  # noqa: BLE001 - a learned policy may raise anything
-                failed(cell, e)
-                continue
+    for cell, fp, rec in _map_cells(todo, settings):
+        if isinstance(rec, BaseException):
+            failed(cell, rec)
+        else:
             finish(cell, fp, rec)
-    else:
-        ctx = mp.get_context("spawn")  # no fork of a parent that may hold torch / numba threads
-        with cf.ProcessPoolExecutor(max_workers=settings.jobs, mp_context=ctx) as pool:
-            futs = {pool.submit(run_cell, cell, cfg, settings.seed0, settings.seeds, ckpt): (cell, fp)
-                    for cell, cfg, ckpt, fp in todo}
-            for fut in cf.as_completed(futs):
-                cell, fp = futs[fut]
-                try:
-                    rec = fut.result()
-                except Exception as e:  # noqa: BLE001
-                    failed(cell, e)
-                    continue
-                finish(cell, fp, rec)
 
     ordered = {c: records[c] for c in sorted(records, key=lambda c: (settings.algos.index(c.algo), c.nodes, c.rate))}
     ev = Evaluation(settings, ordered, skipped, [t[0] for t in todo if t[0] in records], time.perf_counter() - t_start,
                     response_bounds(settings))
     write_outputs(ev, out)
     return ev
+
+
+def _map_cells(todo: list[tuple[Cell, EATConfig, str | None, str]], settings: EvalSettings):
+    """``run_cell`` over ``todo`` where ``settings`` says (in this process, a process pool, or Ray tasks); yields
+    ``(cell, fingerprint, record or the exception it raised)`` as cells finish."""
+    calls = [((cell, cfg, settings.seed0, settings.seeds, ckpt), fp) for cell, cfg, ckpt, fp in todo]
+    if settings.ray is not None and calls:
+        from .cluster import connect  # noqa: PLC0415 - optional
+
+        ray = connect(settings.ray, num_cpus=settings.jobs)
+        task = ray.remote(num_cpus=1, max_retries=0)(run_cell)
+        pending = {task.remote(*args): (args[0], fp) for args, fp in calls}
+        while pending:
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            cell, fp = pending.pop(ref)
+            try:
+                yield cell, fp, ray.get(ref)
+            except ray.exceptions.RayError as e:  # the cell's own exception (as the pool gives it), or a lost worker
+                cause = getattr(e, "cause", None)
+                yield cell, fp, cause if isinstance(cause, BaseException) else e
+    elif settings.jobs <= 1 or len(calls) <= 1:
+        for args, fp in calls:
+            try:
+                rec = run_cell(*args)
+            except Exception as e:  # noqa: BLE001 - a learned policy may raise anything
+                rec = e
+            yield args[0], fp, rec
+    else:
+        ctx = mp.get_context("spawn")  # no fork of a parent that may hold torch / numba threads
+        with cf.ProcessPoolExecutor(max_workers=settings.jobs, mp_context=ctx) as pool:
+            futs = {pool.submit(run_cell, *args): (args[0], fp) for args, fp in calls}
+            for fut in cf.as_completed(futs):
+                cell, fp = futs[fut]
+                try:
+                    rec = fut.result()
+                except Exception as e:  # noqa: BLE001
+                    rec = e
+                yield cell, fp, rec
 
 
 def response_bounds(settings: EvalSettings) -> dict[str, float]:
