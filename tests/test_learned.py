@@ -293,3 +293,26 @@ def test_teacher_actions_are_recorded_and_cloned():
     assert distance() < 0.5 * before
     losses = agent.update(buf.sample(32, agent.generator))
     assert torch.isfinite(losses).all()
+
+
+def test_no_idle_wait_turns_a_pointless_wait_into_a_launch():
+    """With no busy server nothing can free up: the guard launches (NumPy and torch alike); with a busy server, or
+    with nothing that can start, the policy's wait stands."""
+    import torch
+
+    from eatsched.algos.action_rules import launch_when_idle
+    from eatsched.core.state import SERVER_IDLE, TASK_CAN_START
+
+    cfg = EATConfig(nodes=4, queue_len=3)
+    obs = np.zeros((3, cfg.token_rows, 7), np.float32)
+    obs[:, cfg.queue_len:, 6] = 1.0  # every server up
+    obs[:, cfg.queue_len:, SERVER_IDLE] = 1.0
+    obs[:, 0, TASK_CAN_START] = 1.0
+    obs[1, cfg.queue_len, SERVER_IDLE] = 0.0  # env 1: one server busy
+    obs[2, 0, TASK_CAN_START] = 0.0  # env 2: nothing can start
+    wait = np.full((3, cfg.action_dim), -0.5, np.float32)
+    out = launch_when_idle(wait, obs, cfg.queue_len)
+    assert out[:, 0].tolist() == [1.0, -0.5, -0.5]
+    np.testing.assert_array_equal(out[:, 1:], wait[:, 1:])
+    torch.testing.assert_close(launch_when_idle(torch.tensor(wait), torch.tensor(obs), cfg.queue_len),
+                               torch.tensor(out))

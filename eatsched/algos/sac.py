@@ -35,6 +35,7 @@ from .._memory import retain_freed_memory
 from ..core.config import parse_field_values
 from ..core.kernel import MAX_PATCHES
 from ..core.state import SERVER_IDLE, TASK_CAN_START, TASK_PATCHES, TASK_READY
+from .action_rules import launch_when_idle
 from .nets import ACTORS, ENCODERS, TwinCritic, squash
 
 
@@ -112,6 +113,10 @@ class SACArgs:
     """behaviour-cloning warm start: when learning starts, ``bc_updates`` supervised updates train the encoder and
     the actor to reproduce the warm-up scheduler's (``warmup_policy``) actions on the replay's states; SAC follows
     (0 = off, the paper's method)"""
+    no_idle_wait: bool = False
+    """a no-op while no server is busy becomes a launch of the best-scored task that can start: nothing can free up,
+    so waiting only delays (and with no arrival left, waits until the time limit); False = the paper's actor,
+    whose every no-op is taken"""
     bc_weight: float = 0.0
     """teacher kept as a regularizer during SAC (TD3+BC style): the actor loss becomes the SAC loss divided by the
     batch's mean |Q| plus ``bc_weight`` times the squared distance of the deterministic action to the warm-up
@@ -308,9 +313,8 @@ class SACAgent(nn.Module):
         mean, log_std, keys = self.policy(obs)
         if keys is not None:
             self.memory[keys] = mean
-        if deterministic:
-            return torch.tanh(mean)
-        return squash(mean, log_std, self.generator)[0]
+        a = torch.tanh(mean) if deterministic else squash(mean, log_std, self.generator)[0]
+        return launch_when_idle(a, obs, self.queue_len) if self.args.no_idle_wait else a
 
     def masked(self, action: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         """Scores of visible tasks that cannot start do not affect the env; the critics see -1 there."""

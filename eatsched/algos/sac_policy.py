@@ -16,6 +16,7 @@ import numpy as np
 from ..core.config import EATConfig
 from ..core.policy import Policy
 from . import registry
+from .action_rules import launch_when_idle
 
 CHECKPOINT_KEYS = {"algo", "config", "args", "policy"}
 
@@ -118,6 +119,9 @@ class SACPolicy(Policy):
 
     def act(self, observation, info):
         a = np.tanh(self.mean(observation))
+        if self.args.no_idle_wait:
+            a = launch_when_idle(a, np.asarray(observation, np.float32).reshape(self.config.token_rows, -1),
+                                 self.config.queue_len)
         # --- the authors' setting (EATConfig.sac_double_tanh, issue 19): tianshou's action_bound_method="tanh" squashed
         # their tanh actor's output a second time before the environment saw it
         if self.config.sac_double_tanh:

@@ -313,6 +313,8 @@ def _group(top: dict, group: dict, where: str, search_seed: int, gi: int) -> lis
                 f = getattr(e, "field", None)
                 raise SweepError(f"{where}{'config.' if f not in (None, 'nodes', 'rate') else ''}{e}") from None
     spaces = sorted({(a, k): s for a, ps in params.items() for k, (kind, s) in ps.items() if kind == "space"}.items())
+    if samples > 1 and not spaces:
+        raise SweepError(f"{where}samples: no search space to sample (repeat runs with seeds)")
     draws = []  # per sample: (algo, key) -> value; every space drawn once per sample, the same across the grid
     for k in range(samples):
         rng = np.random.default_rng([search_seed, gi, k])
@@ -328,9 +330,7 @@ def _group(top: dict, group: dict, where: str, search_seed: int, gi: int) -> lis
         fixed = {k: v for k, (kind, v) in ps.items() if kind == "fixed"}
         grid_keys = sorted(k for k, (kind, _) in ps.items() if kind == "grid")
         space_keys = sorted(k for k, (kind, _) in ps.items() if kind == "space")
-        n_samples = samples if space_keys else 1
-        if samples > 1 and not space_keys:
-            raise SweepError(f"{where}samples: {algo} has no search space to sample (repeat runs with seeds)")
+        n_samples = samples if space_keys else 1  # an algorithm without a search space runs once
         for n, seed, combo, k in itertools.product(nodes, seeds, itertools.product(*(ps[key][1] for key in grid_keys)),
                                                    range(n_samples)):
             for r in rates[n]:
@@ -387,7 +387,10 @@ def _name(runs: list[dict]) -> list[Run]:
 def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     """Read and check a sweep config; every run is expanded and named, nothing is started. Raises ``SweepError``
     (one line naming the key) on a malformed config, ``FileNotFoundError`` when there is no file."""
-    import tomllib  # noqa: PLC0415 - Python >= 3.11 (the project requires tomli before)
+    try:
+        import tomllib  # noqa: PLC0415
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # noqa: PLC0415
 
     path = Path(path)
     if not path.is_file():
