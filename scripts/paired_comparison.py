@@ -25,6 +25,8 @@ import numpy as np
 
 from eatsched.algos import registry
 from eatsched.core.config import EATConfig
+from eatsched.core.metrics import summarize
+from eatsched.core.state import DONE
 from eatsched.core.seeds import HELD_OUT_SEED0
 from eatsched.experiments.evaluate import ci95
 from eatsched.sim.rollout import simulate
@@ -38,20 +40,16 @@ HEAVY_RESPONSE_CUT = 0.15
 def per_seed(name: str, cfg: EATConfig, seeds: int, checkpoint=None) -> dict:
     pol = registry.make_policy(name, cfg, checkpoint=checkpoint, seed=HELD_OUT_SEED0)
     res = simulate(pol, cfg, seeds, HELD_OUT_SEED0)
-    eff, resp, qual = [], [], []
-    for rec in res.task_records:
-        done = rec[rec["order"] >= 0]
-        r = (done["finish"] - done["arrival"]).mean()
-        q = done["quality"].mean()
-        eff.append(q / r)
-        resp.append(r)
-        qual.append(q)
+    per = [summarize(rec) for rec in res.task_records]  # the one definition (core.metrics): finished tasks only
+    eff, resp, qual = ([m[k] for m in per] for k in ("efficiency", "mean_response_s", "mean_quality"))
     rec = np.concatenate(res.task_records)
-    rec = rec[rec["order"] >= 0]
+    completed = float(np.mean([m["completed_fraction"] for m in per]))
+    rec = rec[rec["state"] == DONE]
     p95 = {int(k): float(np.percentile((rec["finish"] - rec["arrival"])[rec["patches"] == k], 95))
            for k in np.unique(rec["patches"])}
     return {"efficiency": np.array(eff), "response": np.array(resp), "quality": np.array(qual), "p95_by_k": p95,
-            "paper_reward": res.summary()["mean_reward"], "reload_rate": float(rec["reload"].mean())}
+            "paper_reward": res.summary()["mean_reward"], "reload_rate": float(rec["reload"].mean()),
+            "completed_fraction": completed}
 
 
 def ci(d: np.ndarray) -> tuple[float, float, float]:
@@ -67,7 +65,8 @@ def cell_report(policy: str, nodes: int, rate: float, seeds: int, checkpoint) ->
         runs[h] = per_seed(h, cfg, seeds)
     rows = [{"policy": n, "efficiency": float(r["efficiency"].mean()), "mean_response_s": float(r["response"].mean()),
              "mean_quality": float(r["quality"].mean()), "paper_reward": r["paper_reward"],
-             "reload_rate": r["reload_rate"], "p95_response_by_patches": r["p95_by_k"]} for n, r in runs.items()]
+             "reload_rate": r["reload_rate"], "completed_fraction": r["completed_fraction"],
+             "p95_response_by_patches": r["p95_by_k"]} for n, r in runs.items()]
     mine = runs[policy]
     diffs = {}
     for h in hand:
@@ -94,17 +93,18 @@ def cell_report(policy: str, nodes: int, rate: float, seeds: int, checkpoint) ->
 def markdown(policy: str, reports: list[dict]) -> str:
     out = [f"Held-out seeds {HELD_OUT_SEED0}.. ({reports[0]['seeds']} per cell), SPEC setting, paired by seed. "
            "Efficiency = mean quality / mean response per episode (higher is better); response in model s (lower is "
-           "better); quality higher is better; paper reward per episode (higher is better).", "",
-           "| cell | policy | efficiency | mean response s | quality | paper reward | reload rate "
+           "better); quality higher is better; paper reward per episode (higher is better); completed: the fraction "
+           "of each episode's tasks that finished (response and quality are over those; higher is better).", "",
+           "| cell | policy | efficiency | mean response s | quality | paper reward | reload rate | completed "
            "| p95 s, k = 1 / 2 / 4 |",
-           "|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|"]
     for rep in reports:
         for row in rep["rows"]:
             p95 = " / ".join(f"{row['p95_response_by_patches'].get(k, float('nan')):.1f}" for k in (1, 2, 4))
             name = f"**{row['policy']}**" if row["policy"] == policy else row["policy"]
             out.append(f"| {rep['nodes']} x {rep['rate']:g} | {name} | {row['efficiency']:.5f} | "
                        f"{row['mean_response_s']:.2f} | {row['mean_quality']:.3f} | {row['paper_reward']:.1f} | "
-                       f"{row['reload_rate']:.2f} | {p95} |")
+                       f"{row['reload_rate']:.2f} | {row['completed_fraction']:.3f} | {p95} |")
     hand = list(reports[0]["vs"])
     out += ["", f"{policy} minus each hand-written scheduler, efficiency x 1000 (paired mean [95% CI]; **bold**: CI "
             "above zero, a win):", "", "| cell | " + " | ".join(hand) + " | dominated by | starved k | heavy: response "

@@ -61,10 +61,10 @@ def test_bench_train_json():
     assert all(r["x_plain"] > 0 for r in d["results"])
     # every timing is reported (no comparison between timings: they belong to the benchmark, not to a test)
     assert all(r["matmul_only_ms"] > 0 and r["update_ms"] > 0 and r["matmul_only_gflops"] > 0 for r in d["results"])
-    # the 60% budget follows from FLOPs and the ceiling
+    # the old 60%-of-the-ceiling target is retired: the update is overhead-bound at these sizes (docs/performance.md)
     for r in d["results"]:
-        assert r["batch8_ms"] > 0
-        assert r["ms_at_60pct"] == pytest.approx(r["gflop_per_update"] / (0.6 * r["matmul_gflops"]) * 1e3)
+        assert r["batch8_ms"] > 0 and "ms_at_60pct" not in r
+    assert d["time_to_adaptive"] is None  # only with --to-adaptive MINUTES
 
 
 def test_train_sac_overrides_reach_the_run(tmp_path):

@@ -147,10 +147,10 @@ def test_policy_can_reach_s_max():
     assert np.all(np.abs(pol.act(obs, info)) <= 1)
 
 
-@pytest.mark.parametrize("algo", list(ALGOS))
-def test_numpy_fast_path_matches_torch(algo):
+@pytest.mark.parametrize(("algo", "warm_eta"), [(a, False) for a in ALGOS] + [("eat", True), ("eat-da", True)])
+def test_numpy_fast_path_matches_torch(algo, warm_eta):
     cfg = EATConfig(nodes=4, rate=0.1)
-    agent = SACAgent(args_for(algo, hidden=32, d_model=16), cfg.queue_len, cfg.nodes, seed=2)
+    agent = SACAgent(args_for(algo, hidden=32, d_model=16, warm_eta=warm_eta), cfg.queue_len, cfg.nodes, seed=2)
     pol = SACPolicy(cfg, algo, agent.args, agent.policy_state())
     env = EATEnv(cfg)
     obs, info = env.reset(seed=4)
@@ -316,3 +316,60 @@ def test_no_idle_wait_turns_a_pointless_wait_into_a_launch():
     np.testing.assert_array_equal(out[:, 1:], wait[:, 1:])
     torch.testing.assert_close(launch_when_idle(torch.tensor(wait), torch.tensor(obs), cfg.queue_len),
                                torch.tensor(out))
+
+
+def test_on_eval_can_end_a_run_early(tmp_path):
+    """``train_sac(on_eval=...)``: each evaluation row (with wall time and updates) reaches the hook, and True ends
+    the run there with its checkpoint written (what ``eat bench train --to-adaptive`` uses)."""
+    from eatsched.algos.sac_train import train_sac
+
+    seen = []
+
+    def hook(row):
+        seen.append(row)
+        return True
+
+    path = train_sac("eat-da", CFG, tmp_path, steps=5_000, seed=0, progress=False, on_eval=hook,
+                     overrides=dict(TINY, eval_every=128))
+    assert len(seen) == 1 and {"efficiency", "wall_s", "updates", "step"} <= set(seen[0])
+    assert path.is_file() and seen[0]["step"] < 5_000
+    rows = list(csv.DictReader(open(tmp_path / "eval_log.csv")))
+    assert int(rows[-1]["step"]) == seen[0]["step"]
+
+
+def test_warm_eta_is_the_wait_for_a_busy_group_of_the_tasks_size_and_model():
+    """``features.with_warm_eta`` against a plain loop over tasks and servers, on states of a loaded cluster; NumPy
+    and torch give the same column, and the encoders read one more input per token with it."""
+    from eatsched.algos.features import WARM_ETA_CAP, with_warm_eta
+    from eatsched.core import state as S
+
+    cfg = EATConfig(nodes=8, rate=0.6)
+    env = EATEnv(cfg)
+    obs, info = env.reset(seed=5)
+    rng = np.random.default_rng(0)
+    L, checked = cfg.queue_len, 0
+    for _ in range(300):
+        out = with_warm_eta(obs, L)
+        assert out.shape == (*obs.shape[:-1], obs.shape[-1] + 1)
+        np.testing.assert_array_equal(out[:, :-1], obs)
+        assert np.all(out[L:, -1] == 0)
+        for i in range(L):
+            task, want = obs[i], 0.0
+            if task[S.TASK_PRESENT] > 0.5 and task[S.TASK_READY] < 0.5:
+                want = WARM_ETA_CAP
+                for srv in obs[L:]:
+                    if (srv[S.SERVER_UP] > 0.5 and srv[S.SERVER_IDLE] < 0.5
+                            and round(srv[S.SERVER_GROUP] * cfg.nodes) == round(task[S.TASK_PATCHES] * 8)
+                            and abs(srv[S.SERVER_MODEL] - task[S.TASK_MODEL]) < 1e-4):
+                        want = min(want, float(srv[S.SERVER_BUSY_FOR]))
+                checked += want not in (0.0, WARM_ETA_CAP)
+            assert out[i, -1] == pytest.approx(want)
+        torch.testing.assert_close(with_warm_eta(torch.from_numpy(obs), L), torch.from_numpy(out))
+        obs, _, te, tr, info = env.step(rng.uniform(-1, 1, cfg.action_dim).astype(np.float32))
+        if te or tr:
+            obs, info = env.reset(seed=6)
+    assert checked > 0  # some task saw a busy group it could wait for
+    for algo in ("eat", "eat-da"):
+        plain = SACAgent(args_for(algo, **TINY), cfg.queue_len, cfg.nodes, seed=0).encoder
+        extra = SACAgent(args_for(algo, warm_eta=True, **TINY), cfg.queue_len, cfg.nodes, seed=0).encoder
+        assert extra.out_dim - plain.out_dim == (0 if algo == "eat" else cfg.queue_len + cfg.nodes)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..core.state import KIND_SERVER, KIND_TASK, TOKEN_KIND
+from .features import with_warm_eta
 from .nets import AttentionEncoder, DiffusionActor, FlatEncoder, GaussianActor
 
 
@@ -56,6 +57,7 @@ class NumpyEncoder:
 
     def __init__(self, encoder: nn.Module):
         self.flat = isinstance(encoder, FlatEncoder)
+        self.queue_len, self.warm_eta = encoder.queue_len, encoder.warm_eta
         if self.flat:
             return
         if not isinstance(encoder, AttentionEncoder):
@@ -72,6 +74,8 @@ class NumpyEncoder:
 
     def __call__(self, tok: np.ndarray) -> np.ndarray:
         """(rows, 7) token matrix -> feature vector."""
+        if self.warm_eta:
+            tok = with_warm_eta(tok, self.queue_len)
         if self.flat:
             return tok.reshape(-1)
         kind = tok[:, TOKEN_KIND : TOKEN_KIND + 1]

@@ -17,30 +17,36 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.state import N_FEATURES
+from .features import encoder_inputs, with_warm_eta
 
 
 # --- encoders -------------------------------------------------------------------------------------------------
 class FlatEncoder(nn.Module):
     """The MLP ablations' "encoder": the flat state vector itself (the actor and critic MLPs do the work)."""
 
-    def __init__(self, token_rows: int, **_):
+    def __init__(self, token_rows: int, queue_len: int = 0, warm_eta: bool = False, **_):
         super().__init__()
-        self.out_dim = token_rows * N_FEATURES
+        self.rows, self.queue_len, self.warm_eta = token_rows, queue_len, warm_eta
+        self.out_dim = token_rows * encoder_inputs(warm_eta)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return obs.reshape(obs.shape[0], -1)
+        tok = obs.reshape(obs.shape[0], self.rows, N_FEATURES)
+        return (with_warm_eta(tok, self.queue_len) if self.warm_eta else tok).reshape(obs.shape[0], -1)
 
 
 class AttentionEncoder(nn.Module):
     """Task and server rows as tokens: a linear token embedding plus a type embedding (task / server) and a learned
     slot embedding (task slots are ordered oldest first, and the actor scores slots), then ``layers`` pre-norm
     transformer blocks (self-attention and a Mish MLP, each with a residual), a final layer norm, and the tokens
-    flattened (slot identity is kept, so the actor can address slots)."""
+    flattened (slot identity is kept, so the actor can address slots). With ``warm_eta`` each token gets the
+    ``features.with_warm_eta`` column first (``SACArgs.warm_eta``)."""
 
-    def __init__(self, token_rows: int, d_model: int = 32, heads: int = 4, layers: int = 1, **_):
+    def __init__(self, token_rows: int, d_model: int = 32, heads: int = 4, layers: int = 1, queue_len: int = 0,
+                 warm_eta: bool = False, **_):
         super().__init__()
         self.rows, self.d, self.heads = token_rows, d_model, heads
-        self.embed = nn.Linear(N_FEATURES, d_model)
+        self.queue_len, self.warm_eta = queue_len, warm_eta
+        self.embed = nn.Linear(encoder_inputs(warm_eta), d_model)
         self.type_embed = nn.Embedding(2, d_model)
         self.slot_embed = nn.Parameter(torch.zeros(token_rows, d_model))
         self.blocks = nn.ModuleList(_Block(d_model, heads) for _ in range(layers))
@@ -49,6 +55,8 @@ class AttentionEncoder(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         tok = obs.reshape(obs.shape[0], self.rows, N_FEATURES)
+        if self.warm_eta:
+            tok = with_warm_eta(tok, self.queue_len)
         kind = tok[:, :, 0:1]  # 0 = task row, 1 = server row
         x = self.embed(tok) + self.type_embed.weight[0] * (1 - kind) + self.type_embed.weight[1] * kind
         x = x + self.slot_embed

@@ -353,6 +353,42 @@ class OffloadLearner:
             self.last_stats = self.agent.update(batch, torch.from_numpy(ready.astype(np.float32)))
             self.updates += 1
 
+    @torch.no_grad()
+    def greedy_episode(self, seed: int) -> float:
+        """Play the workload of ``seed`` (``OffloadSim.reset(seed)``) with the greedy policy: each task's most
+        probable target (DQN-TS: the largest Q), no exploration, no learning, nothing stored; LAD-TS's chain starts
+        from its latent action memory, which stays as it is. The diffusion chain's noise comes from a generator
+        seeded with ``seed``, so an evaluation is repeatable. Returns the mean delay (s)."""
+        sim, agent = self.sim, self.agent
+        sim.reset(seed)
+        saved_gen, agent.gen = agent.gen, torch.Generator().manual_seed(seed)
+        try:
+            while not sim.done:
+                cur = self._pending()
+                obs = self._pad(cur.obs, cur)
+                if isinstance(agent, DQNTS):
+                    scores = agent.q(obs)
+                else:
+                    scores = agent.probs(obs, self._pad(cur.latent, cur) if cur.latent is not None else None)
+                sim.step_slot(scores.argmax(-1).numpy()[cur.station, cur.index])
+        finally:
+            agent.gen = saved_gen
+        return float(sim.delays.mean())
+
+
+def load_offload_learner(path: str | Path, cfg: OffloadConfig | None = None) -> OffloadLearner:
+    """The learner stored by ``train_offload`` (``out/agent.pt``), on a fresh ``OffloadSim`` of its config (or of
+    ``cfg``: another workload of the same shape, the same number of stations)."""
+    ck = torch.load(Path(path), map_location="cpu", weights_only=False)  # our own file: numpy memory inside
+    cfg = cfg if cfg is not None else OffloadConfig(**ck["config"])
+    learner = OffloadLearner(ck["method"], OffloadSim(cfg), METHODS[ck["method"]](**ck["args"]))
+    learner.agent.load_state_dict(ck["agent"])
+    if ck["memory"] is not None:
+        if learner.memory is None or learner.memory.shape != ck["memory"].shape:
+            raise ValueError(f"{path}: its latent action memory does not fit this config")
+        learner.memory = ck["memory"]
+    return learner
+
 
 def train_offload(method: str, cfg: OffloadConfig, episodes: int, seed: int = 0, out: str | Path | None = None,
                   args=None) -> list[float]:

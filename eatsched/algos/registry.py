@@ -89,6 +89,9 @@ REGISTRY: dict[str, Algorithm] = {a.name: a for a in (
 
 SHIPPED_RATES = {4: 0.05, 8: 0.10, 12: 0.15}
 """Arrival rate each shipped checkpoint was trained at (the middle of the paper's grid for its cluster size)."""
+SHIPPED_RATE_RANGES = {4: (0.04, 0.3), 8: (0.08, 0.6), 12: (0.12, 0.9)}
+"""Arrival rates (tasks/s, one drawn per episode) the shipped EAT checkpoints were trained over: from below the
+paper grid's middle rate to above the heavy rate of the learning issue (0.25, 0.5, 0.75)."""
 
 
 def _resolve(ref: str):

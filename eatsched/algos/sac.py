@@ -117,6 +117,10 @@ class SACArgs:
     """a no-op while no server is busy becomes a launch of the best-scored task that can start: nothing can free up,
     so waiting only delays (and with no arrival left, waits until the time limit); False = the paper's actor,
     whose every no-op is taken"""
+    warm_eta: bool = False
+    """an observation feature for the encoder (``features.with_warm_eta``): per visible task, the time until a busy
+    group of its size holding its model frees up (0 if it can start warm now). ``patient`` decides on it; in the raw
+    tokens it is spread over a task row and every server row (False = the paper's token matrix alone)"""
     bc_weight: float = 0.0
     """teacher kept as a regularizer during SAC (TD3+BC style): the actor loss becomes the SAC loss divided by the
     batch's mean |Q| plus ``bc_weight`` times the squared distance of the deterministic action to the warm-up
@@ -145,6 +149,16 @@ class SACArgs:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+TEACHER_RECIPE = {"warmup_policy": "patient", "bc_updates": 1500, "bc_weight": 1.0, "gamma": 0.99,
+                  "x0_clip_grad": "straight", "no_idle_wait": True, "warm_eta": True}
+"""``SACArgs`` of the shipped EAT family (docs/learning.md): clone ``patient`` (1500 supervised updates, through the
+clip), keep it as a TD3+BC prior, discount 0.99 per decision, never wait on an idle cluster, and see each task's wait
+for a warm group (``warm_eta``)."""
+RECIPE_SETTING = {"reward": "response", "mode": "event"}
+"""``EATConfig`` fields the shipped EAT family trains with: the response reward (return = w_q sum quality - w_r sum
+response) and event mode (a wait jumps to the next arrival or completion). Evaluation uses SPEC's defaults."""
+
+
 def parse_overrides(items) -> dict:
     """``eat train --sac KEY=VALUE`` strings as ``SACArgs`` overrides (``ConfigError``, a ValueError, names a bad
     key or value)."""
@@ -154,7 +168,8 @@ def parse_overrides(items) -> dict:
 def build_policy_nets(args: SACArgs, queue_len: int, nodes: int) -> tuple[nn.Module, nn.Module]:
     """The deployable part of an agent, encoder and actor, with the sizes ``args`` and the cluster give."""
     token_rows, action_dim = queue_len + nodes, 2 + queue_len
-    encoder = ENCODERS[args.encoder](token_rows, d_model=args.d_model, heads=args.heads, layers=args.attn_layers)
+    encoder = ENCODERS[args.encoder](token_rows, d_model=args.d_model, heads=args.heads, layers=args.attn_layers,
+                                     queue_len=queue_len, warm_eta=args.warm_eta)
     actor = ACTORS[args.actor](encoder.out_dim, action_dim, hidden=args.hidden, layers=args.layers,
                                time_dim=args.time_dim, steps=args.diffusion_steps, beta_schedule=args.beta_schedule,
                                x0_clip=args.x0_clip, log_std_min=args.log_std_min, log_std_max=args.log_std_max,

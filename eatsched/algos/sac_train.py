@@ -47,10 +47,12 @@ DEFAULT_SAC_STEPS = 300_000
 
 def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | None = None,
               minutes: float | None = None, seed: int = 0, device: str = "cpu", progress: bool = True,
-              resume: bool = False, overrides: dict | None = None, on_log: Callable[[dict], None] | None = None
-              ) -> Path:
+              resume: bool = False, overrides: dict | None = None, on_log: Callable[[dict], None] | None = None,
+              on_eval: Callable[[dict], bool] | None = None) -> Path:
     """Train ``algo`` (one of the SAC family) on ``config``; returns the checkpoint path written under ``out``.
-    ``overrides``: ``SACArgs`` fields on top of the algorithm's defaults (or of a resumed run's own)."""
+    ``overrides``: ``SACArgs`` fields on top of the algorithm's defaults (or of a resumed run's own). ``on_log`` is
+    called with each train_log.csv row, ``on_eval`` with each eval_log.csv row plus ``wall_s`` and ``updates``; the
+    run ends early (checkpoint written) when ``on_eval`` returns True."""
     overrides = dict(overrides or {})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -213,6 +215,9 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
                 next_eval += args.eval_every
                 last_eval = evaluate(step)
                 prog.update(task, eval=f"{last_eval['mean_reward']:.1f}")
+                if on_eval is not None and on_eval({**last_eval, "wall_s": wall0 + time.perf_counter() - t0,
+                                                    "updates": n_updates}):
+                    break
             if step >= next_ckpt:
                 next_ckpt += args.checkpoint_every
                 save(step)

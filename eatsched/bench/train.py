@@ -180,14 +180,45 @@ def _bench_update(algo: str, config: EATConfig, device: str, seconds: float, gra
         row["fraction_of_matmul"] = float(np.median(fractions))
         row["fraction_range"] = [fractions[0], fractions[-1]]
         row["rounds"] = len(per_round)
-        # the update time at which it would reach 60% of the (median) ceiling
-        row["ms_at_60pct"] = flops / (0.6 * row["matmul_gflops"] * 1e9) * 1e3
     elif peak_gflops:
         row["matmul_gflops"] = peak_gflops
         row["fraction_of_matmul"] = row["achieved_gflops"] / peak_gflops
     authors = AUTHORS_UPDATES_PER_S_H100 if device.startswith("cuda") else AUTHORS_UPDATES_PER_S_CPU
     row["x_authors"] = ups / authors
     return row
+
+
+def time_to_heuristic(algo: str = "eat", nodes: int = 8, rate: float = 0.5, minutes: float = 60.0,
+                      heuristic: str = "adaptive", eval_every: int = 2_000, eval_episodes: int = 20, seed: int = 0,
+                      out=None) -> dict:
+    """Wall time for ``algo``, trained with the shipped recipe (``sac.TEACHER_RECIPE``, ``sac.RECIPE_SETTING``) at one
+    ``rate``, to first reach ``heuristic``'s efficiency (mean quality / mean response) on the validation seeds, with
+    env steps/s while training; gives up after ``minutes`` (``reached`` False)."""
+    import tempfile  # noqa: PLC0415
+
+    from ..algos import registry  # noqa: PLC0415
+    from ..algos.sac import RECIPE_SETTING, TEACHER_RECIPE  # noqa: PLC0415
+    from ..algos.sac_train import train_sac  # noqa: PLC0415
+    from ..algos.training import validate  # noqa: PLC0415
+
+    cfg = EATConfig(nodes=nodes, rate=rate, **RECIPE_SETTING)
+    target = validate(registry.make_policy(heuristic, cfg), cfg, eval_episodes)["efficiency"]
+    hit: dict = {}
+
+    def on_eval(row: dict) -> bool:
+        if row["efficiency"] >= target and not hit:
+            hit.update(row)
+        return bool(hit)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        train_sac(algo, cfg, out or tmp, minutes=minutes, seed=seed, progress=False, on_eval=on_eval,
+                  overrides={**TEACHER_RECIPE, "eval_every": eval_every, "eval_episodes": eval_episodes})
+        wall = time.perf_counter() - t0
+    return {"algo": algo, "nodes": nodes, "rate": rate, "heuristic": heuristic, "target_efficiency": target,
+            "reached": bool(hit), "wall_s": hit.get("wall_s", wall), "env_steps": hit.get("step"),
+            "updates": hit.get("updates"), "efficiency": hit.get("efficiency"),
+            "env_steps_per_s": hit["step"] / hit["wall_s"] if hit else None, "budget_minutes": minutes}
 
 
 def fixed_cost_ms(algo: str, config: EATConfig, seconds: float = 1.0) -> float:

@@ -618,7 +618,7 @@ ALGO_COLOURS: dict[str, str] = {
 yellow, which vanishes on white) and Paul Tol's indigo, wine, olive, teal and green. Markers tell them apart too."""
 EXTRA_COLOURS = ("#AA4499", "#DDAA33", "#6699CC", "#994455", "#997700", "#EE99AA", "#004488")
 """Colours for schedulers not in ``ALGO_COLOURS`` (a new registry entry), handed out in order of appearance."""
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "*", "d", "H", "8", "x")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "*", "d", "H", "8", "x", "+", "1", "2", "3", "4")
 """One marker per algorithm (the registry's order); ``*`` is drawn larger, being thinner."""
 
 
