@@ -26,8 +26,8 @@ import numpy as np
 from eatsched.algos import registry
 from eatsched.core.config import EATConfig
 from eatsched.core.metrics import summarize
-from eatsched.core.state import DONE
 from eatsched.core.seeds import HELD_OUT_SEED0
+from eatsched.core.state import DONE
 from eatsched.experiments.evaluate import ci95
 from eatsched.sim.rollout import simulate
 
