@@ -888,7 +888,7 @@ def sweep(
     if dry_run:
         for run in sw.runs:
             params = " ".join(f"{k}={v}" for k, v in run.params.items())
-            out.print(f"{run.name}: {plan[run.name]}, {run.algo} on {run.nodes} nodes at rate {run.rate:g}, seed "
+            out.print(f"{run.name}: {plan[run.name]}, {run.algo} on {run.nodes} nodes at rate {run.rate_text}, seed "
                       f"{run.seed}" + (f", {params}" if params else ""), markup=False, highlight=False)
         out.print(f"{len(sw.runs)} runs -> {sw.out}")
         return

@@ -129,6 +129,33 @@ def test_bad_sweep_config_is_one_line_naming_the_key_before_any_run(tmp_path, bo
     assert not out.exists()  # nothing started
 
 
+def test_sweep_rate_range_reaches_the_runs_config(tmp_path):
+    cfg = _write_sweep(tmp_path, "range", f'out = "{tmp_path / "runs"}"\nalgos = ["eat"]\nnodes = [4, 8]\n'
+                                          'rates = {4 = "0.04:0.3", 8 = [0.1, "0.08:0.6"]}\n')
+    sweep = load_sweep(cfg)
+    runs = {r.name: r for r in sweep.runs}
+    assert set(runs) == {"eat-n4", "eat-n8-r0.1", "eat-n8-r0.08-0.6"}  # the range shows where rates vary
+    assert (runs["eat-n4"].eat_config().rate, runs["eat-n4"].eat_config().rate_max) == (0.04, 0.3)
+    assert (runs["eat-n8-r0.08-0.6"].eat_config().rate, runs["eat-n8-r0.08-0.6"].eat_config().rate_max) == (0.08, 0.6)
+    assert runs["eat-n8-r0.1"].eat_config().rate_max is None
+    assert plan_runs(sweep) == dict.fromkeys(runs, "new")
+    shipped = load_sweep(_write_sweep(tmp_path, "shipped-range", 'algos = ["eat"]\nnodes = [4, 8, 12]\n'
+                                                                 'rates = "shipped-range"\n'))
+    assert {r.nodes: (r.eat_config().rate, r.eat_config().rate_max) for r in shipped.runs} == {
+        4: (0.04, 0.3), 8: (0.08, 0.6), 12: (0.12, 0.9)}
+
+
+@pytest.mark.parametrize("rates, key", [
+    ('"0.5:0.1"', "rates: a range"), ('"a:b"', "rates: a range"), ('"0:1"', "rates: a range"),
+    ('{4 = [0.1, "0.3:0.3"]}', "rates.4: a range"),
+], ids=["reversed", "not-numbers", "zero-low", "empty-range-per-size"])
+def test_bad_sweep_rate_range_is_one_line_naming_the_key(tmp_path, rates, key):
+    cfg = _write_sweep(tmp_path, "bad", f'out = "{tmp_path / "runs"}"\nalgos = ["eat"]\nnodes = [4]\nrates = {rates}\n')
+    with pytest.raises(SweepError, match=key) as e:
+        load_sweep(cfg)
+    assert len(str(e.value).splitlines()) == 1, e.value
+
+
 def test_ray_options_without_ray_say_how_to_install_it(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError, as where it is not installed
     r = runner.invoke(app, ["evaluate", "--grid", "small", "--algos", "fifo", "--seeds", "1", "--ray",

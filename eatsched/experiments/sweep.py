@@ -11,7 +11,10 @@ Who calls it: ``eat sweep`` (``cli.py``). Each run is ``algos.registry.train`` o
     out = "runs/my-sweep"                  # default: runs/<config file name>
     algos = ["eat", "eat-da"]              # learned algorithms (registry names)
     nodes = [4, 8]
-    rates = {4 = 0.05, 8 = [0.08, 0.10]}   # a rate, a list (crossed with nodes), per cluster size, or "shipped"
+    rates = {4 = 0.05, 8 = [0.08, "0.08:0.6"]}   # a rate, a range "LO:HI" (each episode draws its rate uniformly:
+                                                 # EATConfig rate, rate_max), a list (crossed with nodes), a table
+                                                 # per cluster size, "shipped" (registry.SHIPPED_RATES) or
+                                                 # "shipped-range" (registry.SHIPPED_RATE_RANGES)
     seeds = [0, 1]                         # training seeds (default [0])
     steps = 100_000                        # or minutes = 30; default: each algorithm's own budget
     device = "cpu"
@@ -37,8 +40,8 @@ Who calls it: ``eat sweep`` (``cli.py``). Each run is ``algos.registry.train`` o
 
 Each sample draws every search space once, shared by the grid cells of that sample (so seeds and algorithms are
 compared at the same values). Run names are ``{algo}-n{nodes}`` plus what varies among the runs of that algorithm
-and size (``-r{rate}``, ``-s{seed}``, ``-{param}{value}``, ``-t{sample}``). Every config error is one line naming
-the key, raised by ``load_sweep`` / ``plan_runs`` before any run starts.
+and size (``-r{rate}`` or ``-r{lo}-{hi}`` for a range, ``-s{seed}``, ``-{param}{value}``, ``-t{sample}``). Every
+config error is one line naming the key, raised by ``load_sweep`` / ``plan_runs`` before any run starts.
 """
 
 from __future__ import annotations
@@ -92,15 +95,22 @@ class Run:
     steps: int | None = None
     minutes: float | None = None
     device: str = "cpu"
+    rate_max: float | None = None
+    """set: each episode draws its rate uniformly from [rate, rate_max] (``EATConfig.rate_max``)"""
+
+    @property
+    def rate_text(self) -> str:
+        """The rate as the config gives it: ``0.1`` or ``0.08:0.6`` (a range)."""
+        return f"{self.rate:g}" + (f":{self.rate_max:g}" if self.rate_max is not None else "")
 
     def identity(self) -> dict:
         """What a finished run must match to be reused (the budget and the device may change)."""
-        return json.loads(json.dumps({k: getattr(self, k) for k in ("algo", "nodes", "rate", "seed", "params",
-                                                                     "config")}, default=list))
+        return json.loads(json.dumps({k: getattr(self, k) for k in ("algo", "nodes", "rate", "rate_max", "seed",
+                                                                     "params", "config")}, default=list))
 
     def eat_config(self) -> EATConfig:
-        return EATConfig(nodes=self.nodes, rate=self.rate, **{k: tuple(v) if isinstance(v, list) else v
-                                                               for k, v in self.config.items()})
+        return EATConfig(nodes=self.nodes, rate=self.rate, rate_max=self.rate_max,
+                         **{k: tuple(v) if isinstance(v, list) else v for k, v in self.config.items()})
 
     def to_dict(self) -> dict:
         return json.loads(json.dumps(dataclasses.asdict(self), default=list))
@@ -133,10 +143,39 @@ def _grid(v, key: str, kind, what: str) -> list:
     return vals
 
 
-def _rates(v, nodes: list[int], key: str) -> dict[int, list[float]]:
+_RATE_WHAT = "a rate (tasks/s) or a range \"LO:HI\""
+
+
+def _rate(x, key: str) -> tuple[float, float | None]:
+    """One rate entry: a number > 0, or ``"LO:HI"`` with 0 < LO < HI (each episode draws its rate uniformly)."""
+    if isinstance(x, str):
+        parts = x.split(":")
+        try:
+            lo, hi = (float(p) for p in parts) if len(parts) == 2 else (math.nan, math.nan)
+        except ValueError:
+            lo = hi = math.nan
+        if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+            raise SweepError(f"{key}: a range is \"LO:HI\" with 0 < LO < HI (tasks/s), got {x!r}")
+        return lo, hi
+    if not _is_num(x):
+        raise SweepError(f"{key}: expected {_RATE_WHAT}, got {x!r}")
+    if not (math.isfinite(x) and x > 0):
+        raise SweepError(f"{key}: rates must be > 0 (tasks/s), got {x!r}")
+    return float(x), None
+
+
+def _rates(v, nodes: list[int], key: str) -> dict[int, list[tuple[float, float | None]]]:
+    """Per cluster size, its rates as (rate, rate_max): rate_max None for a fixed rate."""
     if v is None:
-        raise SweepError(f"{key}: missing (a rate, a list, a table per cluster size, or \"shipped\")")
-    if v == "shipped":
+        raise SweepError(f"{key}: missing (a rate, a range \"LO:HI\", a list, a table per cluster size, "
+                         f"\"shipped\" or \"shipped-range\")")
+    if v == "shipped-range":
+        v = {str(n): f"{lo}:{hi}" for n, (lo, hi) in registry.SHIPPED_RATE_RANGES.items() if n in nodes}
+        missing = [n for n in nodes if str(n) not in v]
+        if missing:
+            raise SweepError(f"{key}: no shipped rate range for {missing[0]} nodes (shipped: "
+                             f"{', '.join(map(str, registry.SHIPPED_RATE_RANGES))})")
+    elif v == "shipped":
         v = {str(n): r for n, r in registry.SHIPPED_RATES.items() if n in nodes}
         missing = [n for n in nodes if str(n) not in v]
         if missing:
@@ -150,12 +189,9 @@ def _rates(v, nodes: list[int], key: str) -> dict[int, list[float]]:
         for n in nodes:
             if str(n) not in v:
                 raise SweepError(f"{key}.{n}: missing (rates are given per cluster size)")
-            out[n] = [float(r) for r in _grid(v[str(n)], f"{key}.{n}", int | float, "a rate (tasks/s)")]
+            out[n] = [_rate(r, f"{key}.{n}") for r in _grid(v[str(n)], f"{key}.{n}", int | float | str, _RATE_WHAT)]
     else:
-        out = {n: [float(r) for r in _grid(v, key, int | float, "a rate (tasks/s)")] for n in nodes}
-    for n, rs in out.items():
-        if any(not r > 0 for r in rs):
-            raise SweepError(f"{key}: rates must be > 0 (tasks/s), got {min(rs)} for {n} nodes")
+        out = {n: [_rate(r, key) for r in _grid(v, key, int | float | str, _RATE_WHAT)] for n in nodes}
     return out
 
 
@@ -306,12 +342,14 @@ def _group(top: dict, group: dict, where: str, search_seed: int, gi: int) -> lis
     params = _params(g.get("params"), algos, where)
     config = _config_fields(g.get("config"), where)
     for n in nodes:
-        for r in rates[n]:
+        for r, r_max in rates[n]:
             try:
-                EATConfig(nodes=n, rate=r, **{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
+                EATConfig(nodes=n, rate=r, rate_max=r_max,
+                          **{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()})
             except (ConfigError, TypeError, ValueError) as e:
                 f = getattr(e, "field", None)
-                raise SweepError(f"{where}{'config.' if f not in (None, 'nodes', 'rate') else ''}{e}") from None
+                raise SweepError(f"{where}{'config.' if f not in (None, 'nodes', 'rate', 'rate_max') else ''}{e}"
+                                 ) from None
     spaces = sorted({(a, k): s for a, ps in params.items() for k, (kind, s) in ps.items() if kind == "space"}.items())
     if samples > 1 and not spaces:
         raise SweepError(f"{where}samples: no search space to sample (repeat runs with seeds)")
@@ -333,12 +371,13 @@ def _group(top: dict, group: dict, where: str, search_seed: int, gi: int) -> lis
         n_samples = samples if space_keys else 1  # an algorithm without a search space runs once
         for n, seed, combo, k in itertools.product(nodes, seeds, itertools.product(*(ps[key][1] for key in grid_keys)),
                                                    range(n_samples)):
-            for r in rates[n]:
+            for r, r_max in rates[n]:
                 p = {**fixed, **dict(zip(grid_keys, combo, strict=True)),
                      **{key: draws[k][(algo, key)] for key in space_keys}}
-                runs.append(dict(algo=algo, nodes=n, rate=r, seed=seed, params=dict(sorted(p.items())),
-                                 config=config, steps=steps, minutes=minutes, device=device,
-                                 _sample=k if n_samples > 1 else None, _space=space_keys, _where=where))
+                runs.append(dict(algo=algo, nodes=n, rate=r, rate_max=r_max, seed=seed,
+                                 params=dict(sorted(p.items())), config=config, steps=steps, minutes=minutes,
+                                 device=device, _sample=k if n_samples > 1 else None, _space=space_keys,
+                                 _where=where))
     return runs
 
 
@@ -362,8 +401,8 @@ def _name(runs: list[dict]) -> list[Run]:
         peers = buckets[(r["algo"], r["nodes"])]
         varies = lambda f, peers=peers: len({json.dumps(f(x), default=list) for x in peers}) > 1  # noqa: E731
         name = f"{r['algo']}-n{r['nodes']}"
-        if varies(lambda x: x["rate"]):
-            name += f"-r{r['rate']:g}"
+        if varies(lambda x: (x["rate"], x["rate_max"])):
+            name += f"-r{r['rate']:g}" + (f"-{r['rate_max']:g}" if r["rate_max"] is not None else "")
         if varies(lambda x: x["seed"]):
             name += f"-s{r['seed']}"
         for key in sorted({k for x in peers for k in x["params"]}):  # drawn values show as the sample index
@@ -453,7 +492,7 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
         if not (_is_num(es["reduction_factor"]) and es["reduction_factor"] > 1):
             raise SweepError(f"early_stopping.reduction_factor: expected a number > 1, got "
                              f"{es['reduction_factor']!r}")
-        settings = {(r.nodes, r.rate, json.dumps(r.config, sort_keys=True)) for r in runs}
+        settings = {(r.nodes, r.rate, r.rate_max, json.dumps(r.config, sort_keys=True)) for r in runs}
         if len(settings) > 1:
             raise SweepError(f"early_stopping: ASHA compares runs on one reward scale, so the sweep must have one "
                              f"cluster size, rate and config (it has {len(settings)})")
@@ -651,7 +690,7 @@ def install_checkpoint(run: Run, folder: Path, install: str) -> Path | None:
     return dest
 
 
-SUMMARY_COLUMNS = ("run", "algo", "nodes", "rate", "seed", "status", "env_steps", "best_mean_reward",
+SUMMARY_COLUMNS = ("run", "algo", "nodes", "rate", "rate_max", "seed", "status", "env_steps", "best_mean_reward",
                    "efficiency", "mean_response_s", "checkpoint")
 
 
@@ -660,8 +699,8 @@ def summary_row(run: Run, folder: Path, status: str, error: str | None = None) -
     rows = [r for r in _eval_rows(folder) if r.get("mean_reward") == r.get("mean_reward")]
     best = max(rows, key=lambda r: r["mean_reward"]) if rows else {}
     ckpt = checkpoint_of(run, folder)
-    return {"run": run.name, "algo": run.algo, "nodes": run.nodes, "rate": run.rate, "seed": run.seed,
-            "status": status if error is None else f"failed: {error}",
+    return {"run": run.name, "algo": run.algo, "nodes": run.nodes, "rate": run.rate, "rate_max": run.rate_max,
+            "seed": run.seed, "status": status if error is None else f"failed: {error}",
             "env_steps": int(rows[-1]["step"]) if rows else None, "best_mean_reward": best.get("mean_reward"),
             "efficiency": best.get("efficiency"), "mean_response_s": best.get("mean_response_s"),
             "checkpoint": str(ckpt) if ckpt else None}
