@@ -188,7 +188,7 @@ def simulate(
     settings: list[str] = typer.Option([], "--set", help=_SET_HELP),
     preset: str = typer.Option("spec", help=_PRESET_HELP),
     steps: int | None = typer.Option(None, help="steps of every launch, for the fixed-step schedulers fifo | hol | "
-                                                "adaptive"),
+                                                "adaptive | patient"),
 ):
     """Run a scheduler for K episodes in the simulator and report the paper's metrics."""
     from .algos import make_policy

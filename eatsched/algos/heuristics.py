@@ -206,4 +206,7 @@ def with_steps(name: str, config: EATConfig, steps: int, seed: int = 0) -> Polic
     if name not in FIXED_STEPS:
         raise ValueError(f"--steps applies to the fixed-step schedulers {', '.join(FIXED_STEPS)}, not {name!r}")
     cls = {"fifo": FifoPolicy, "hol": HolPolicy, "adaptive": AdaptivePolicy, "patient": PatientPolicy}[name]
-    return cls(config, **{FIXED_STEPS[name]: check_steps(config, steps, name)}, seed=seed)
+    steps = check_steps(config, steps, name)
+    if FIXED_STEPS[name] == "high" and steps < config.s_min:  # adaptive's steps are never below s_min
+        raise ValueError(f"--steps: {name} runs at least s_min = {config.s_min} steps, got {steps}")
+    return cls(config, **{FIXED_STEPS[name]: steps}, seed=seed)

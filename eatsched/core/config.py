@@ -336,7 +336,8 @@ def parse_field_values(cls, items, option: str, what: str, reserved: dict[str, s
             else:
                 value = raw
         except ValueError:
-            raise ConfigError(key, f"cannot read {raw!r}: expected a {kind}") from None
+            spell = f" ({' | '.join(sorted(_TRUE))} or {' | '.join(sorted(_FALSE))})" if kind == "bool" else ""
+            raise ConfigError(key, f"cannot read {raw!r}: expected a {kind}{spell}") from None
         if key in out and out[key] != value:
             raise ConfigError(key, f"{option} given twice with different values")
         out[key] = value

@@ -28,7 +28,7 @@ class SimulationResult:
         out = {
             "policy": self.policy,
             "nodes": self.config.nodes,
-            "rate": self.config.rate,
+            "rate": None if self.config.arrival == "trace" else self.config.rate,  # a trace has its own arrivals
             "episodes": len(self.episodes),
             **{k: pooled[k] for k in ("tasks", "tasks_completed", "mean_response_s", "p95_response_s",
                                        "mean_quality", "reload_rate", "efficiency")},
