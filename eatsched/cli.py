@@ -537,12 +537,12 @@ def submit(
 
 @app.command()
 def demo(
-    tasks: int = typer.Option(32, help="tasks per episode"),
+    tasks: int = typer.Option(64, help="tasks per episode"),
     nodes: int = typer.Option(8, help="simulated workers"),
     rate: float = typer.Option(0.5, help="arrival rate, tasks per model second"),
     time_scale: float = typer.Option(0.1, "--time-scale", help="wall seconds per model second"),
     policy: str = typer.Option("eat", help="policy under test (eat falls back to adaptive, named as such)"),
-    baseline: str = typer.Option("fifo", help="policy to compare with"),
+    baseline: str = typer.Option("adaptive", help="policy to compare with"),
     seed: int = typer.Option(0, help="workload seed"),
     out_dir: Path = typer.Option(Path("runs/demo-serve"), "--out", help="data dirs, images and logs go here"),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON at the end"),

@@ -36,7 +36,7 @@ def test_demo_prints_directions_units_efficiency_and_writes_the_timeline(tmp_pat
     assert r.exit_code == 0, r.output
     out = r.stdout
     assert re.search(r"^eat: +[\d.]+ wall s \(\d+ model s\): submitted \d/5", out, re.M), out
-    assert re.search(r"^fifo: 5/5 tasks finished in [\d.]+ wall s \(\d+ model s\); mean response [\d.]+ model s "
+    assert re.search(r"^adaptive: 5/5 tasks finished in [\d.]+ wall s \(\d+ model s\); mean response [\d.]+ model s "
                      r"\([\d.]+ wall s\)", out, re.M), out
     body = [line for line in out.splitlines() if line.startswith("│")]
     assert len(body) >= 8
@@ -45,12 +45,12 @@ def test_demo_prints_directions_units_efficiency_and_writes_the_timeline(tmp_pat
                          r"quality / model s)[,)]", line) for line in body), body
     assert "efficiency = mean quality / mean response" in out
     assert "model s = wall s / 0.005" in out
-    for path in (tmp_path / "timeline.png", tmp_path / "fifo" / "timeline.png"):
+    for path in (tmp_path / "timeline.png", tmp_path / "adaptive" / "timeline.png"):
         assert path.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_demo_sized_episode_logs_its_first_decision_and_no_stall(tmp_path):
-    """The default demo's cluster and workload (8 workers, 32 tasks at 0.5 per model s), faster clock: the host
+    """The default demo's cluster and workload (8 workers, 64 tasks at 0.5 per model s), faster clock: the host
     logs the first decision after ready, and no stall. The figure is reported, not compared with the goal."""
     from rich.console import Console
 
@@ -58,7 +58,7 @@ def test_demo_sized_episode_logs_its_first_decision_and_no_stall(tmp_path):
 
     s = DemoSettings(time_scale=0.02, out=tmp_path)
     m = run_episode("eat", s, Console(file=io.StringIO(), width=160))
-    assert m["tasks_completed"] == m["tasks"] == 32
+    assert m["tasks_completed"] == m["tasks"] == 64
     log = (tmp_path / "eat" / "logs" / "host.log").read_text()
     found = re.search(r"first decision after ready: ([\d.]+) wall ms to decide, ([\d.]+) wall ms with dispatch", log)
     assert found, log
