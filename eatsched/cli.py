@@ -604,8 +604,9 @@ def bench_serve(
 
 @app.command()
 def evaluate(
-    grid: str = typer.Option("paper", help="paper (15 cells, Tables IX-XII) | small (2 cells) | dedgeai (LAD-TS on "
-                                           "its own offloading problem: eat offload-study --setting reduced)"),
+    grid: str = typer.Option("paper", help="paper (15 cells, Tables IX-XII) | small (2 cells) | heavy (4 x 0.25, "
+                                           "8 x 0.5, 12 x 0.75) | dedgeai (LAD-TS on its own offloading problem: "
+                                           "eat offload-study --setting reduced)"),
     algos: str | None = typer.Option(None, help="comma-separated algorithms (default: the paper's + fifo, adaptive)"),
     seeds: int = typer.Option(10, help="held-out workload seeds K per cell"),
     out_dir: Path = typer.Option(Path("runs/evaluate"), "--out", help="output folder (resumable)"),

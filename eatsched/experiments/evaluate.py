@@ -39,8 +39,10 @@ GRIDS: dict[str, tuple[tuple[int, tuple[float, ...]], ...]] = {
         (12, (0.11, 0.13, 0.15, 0.17, 0.19)),
     ),
     "small": ((4, (0.05,)), (8, (0.10,))),
+    "heavy": ((4, (0.25,)), (8, (0.5,)), (12, (0.75,))),
 }
-"""Experiment grids: (nodes, arrival rates). ``paper`` is the paper's Tables IX-XII grid (SPEC section 3)."""
+"""Experiment grids: (nodes, arrival rates). ``paper`` is the paper's Tables IX-XII grid (SPEC section 3); ``heavy``
+the loads where scheduling matters (the learning issue's heavy rates; 8 x 0.5 is the rate the authors trained at)."""
 
 DEFAULT_ALGOS = registry.names()
 """Every registered scheduler, in the registry's order (the paper's table order, then the hand-written ones)."""
