@@ -122,7 +122,9 @@ def train_sac(algo: str, config: EATConfig, out: str | Path, *, steps: int | Non
         eval_lines(step, row)
         if row["mean_reward"] > best_reward:
             best_reward = row["mean_reward"]
-            label = (f"{algo}, {config.nodes} nodes, rate {config.rate}, best evaluation at {step} env steps "
+            lo, hi = config.rate_span
+            rates = f"rate {lo:g}" if lo == hi else f"rates {lo:g}-{hi:g}"
+            label = (f"{algo}, {config.nodes} nodes, {rates}, best evaluation at {step} env steps "
                      f"(mean reward {best_reward:.1f}), seed {seed}, {device}")
             save_policy_checkpoint(out / "best_policy.pt", algo, config, args, _policy_state(agent), step, label)
         if writer is not None:
