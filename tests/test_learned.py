@@ -258,7 +258,8 @@ def test_shipped_checkpoints_give_the_pinned_actions(key):
     assert res.episodes[0]["reward"] == pytest.approx(reward, abs=1e-3) and res.episodes[0]["decisions"] == decisions
 
 
-def test_teacher_actions_are_recorded_and_cloned():
+@pytest.mark.parametrize("algo", ["eat", "eat-a", "eat-da"])  # attention and flat encoders (no weights), both actors
+def test_teacher_actions_are_recorded_and_cloned(algo):
     """With a teacher (``bc_weight``), the replay keeps the warm-up scheduler's clean action beside the noisy one
     taken, cloning moves the actor towards the clean one, and the regularized SAC update runs."""
     import torch
@@ -267,7 +268,7 @@ def test_teacher_actions_are_recorded_and_cloned():
     from eatsched.sim.vector import BatchedEATEnv
 
     cfg = EATConfig(nodes=4, queue_len=6, rate=0.3)
-    args = args_for("eat", warmup_policy="patient", bc_weight=1.0, **TINY)
+    args = args_for(algo, warmup_policy="patient", bc_weight=1.0, warm_eta=True, x0_clip_grad="straight", **TINY)
     envs = BatchedEATEnv(4, cfg)
     obs, _ = envs.reset(seed=3)
     teach = _teacher(args, cfg, envs)

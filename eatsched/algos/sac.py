@@ -350,8 +350,10 @@ class SACAgent(nn.Module):
         self.clone_opt.zero_grad(set_to_none=False)
         loss.backward()
         self.clone_opt.step()
-        with torch.no_grad():  # the target encoder starts from the cloned features
-            torch._foreach_copy_(list(self.target_encoder.parameters()), list(self.encoder.parameters()))
+        target = list(self.target_encoder.parameters())
+        if target:  # the target encoder starts from the cloned features (the flat encoder has no weights)
+            with torch.no_grad():
+                torch._foreach_copy_(target, list(self.encoder.parameters()))
         zero = torch.zeros((), device=loss.device)
         return torch.stack([zero, loss.detach(), zero])
 
