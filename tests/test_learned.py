@@ -230,16 +230,15 @@ def test_warmup_actions_come_from_the_named_heuristic():
 
 SHIPPED_PINS = {
     "eat-n8": (388.4375, 162, [1.0, -0.1991, 0.6999, -0.9633]),
-    "eat-a-n8": (345.5918, 32, [0.9916, 0.4549, 0.3512, 0.031]),
-    "eat-d-n12": (381.9453, 32, [0.9941, -0.8729, -0.6616, 0.0007]),
-    "eat-da-n4": (283.1638, 32, [0.988, -0.0754, -0.165, 0.0136]),
-    "lad-ts-n4": (276.3153, 32, [0.9855, -0.2386, 0.1866, 0.1291]),
+    "eat-a-n8": (347.8115, 32, [1.0, -0.9951, -0.9951, -0.9951]),
+    "eat-d-n12": (385.8979, 437, [1.0, -0.182, 0.8528, -0.614]),
+    "eat-da-n4": (313.9686, 423, [1.0, -0.1281, 0.9484, -0.9832]),
+    "lad-ts-n4": (145.0702, 4321, [1.0, 0.9951, -0.9951, 0.9951]),
     "eat-n4": (314.878, 418, [1.0, -0.1861, 0.8918, -0.9102]),
 }
 """Per shipped checkpoint: episode reward, decisions and the first action's first four entries (rounded to 1e-4),
-seed 7, measured before the layout change that rebuilt the decision path from the modules (commit e7a598e); eat-n8 and
-eat-n4 re-pinned when the recipe checkpoints (docs/learning.md) were shipped (more decisions: they wait in tick
-mode)."""
+seed 7, re-pinned when the SAC family's recipe checkpoints (docs/learning.md) were shipped on 2026-12-02 (more
+decisions than before: they wait in tick mode)."""
 
 
 @pytest.mark.parametrize("key", list(SHIPPED_PINS))
