@@ -30,9 +30,8 @@ import numpy as np
 from eatsched.algos import registry
 from eatsched.algos.sac import RECIPE_SETTING, TEACHER_RECIPE
 from eatsched.core.config import EATConfig
-from eatsched.core.metrics import summarize
 from eatsched.core.seeds import HELD_OUT_SEED0
-from eatsched.experiments.evaluate import t_quantile_975
+from eatsched.experiments.evaluate import ci95
 from eatsched.sim.rollout import simulate
 
 
@@ -54,17 +53,13 @@ def train(a) -> None:
 
 
 def per_seed(policy, cfg: EATConfig, seeds: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    res = simulate(policy, cfg, seeds, HELD_OUT_SEED0)
-    per = [summarize(rec) for rec in res.task_records]
+    per = simulate(policy, cfg, seeds, HELD_OUT_SEED0).episode_summaries()
     return tuple(np.array([m[k] for m in per]) for k in ("efficiency", "mean_response_s", "mean_quality"))
 
 
 def ci(x: np.ndarray) -> str:
-    m = float(np.mean(x))
-    if len(x) < 2:
-        return f"{m:.5g}"
-    h = float(t_quantile_975(len(x) - 1) * np.std(x, ddof=1) / np.sqrt(len(x)))
-    return f"{m:.5g} [{m - h:.5g}, {m + h:.5g}]"
+    m, h = float(np.mean(x)), ci95(x)
+    return f"{m:.5g}" if h != h else f"{m:.5g} [{m - h:.5g}, {m + h:.5g}]"
 
 
 def report(a) -> None:

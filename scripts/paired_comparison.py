@@ -25,7 +25,6 @@ import numpy as np
 
 from eatsched.algos import registry
 from eatsched.core.config import EATConfig
-from eatsched.core.metrics import summarize
 from eatsched.core.seeds import HELD_OUT_SEED0
 from eatsched.core.state import DONE
 from eatsched.experiments.evaluate import ci95
@@ -40,7 +39,7 @@ HEAVY_RESPONSE_CUT = 0.15
 def per_seed(name: str, cfg: EATConfig, seeds: int, checkpoint=None) -> dict:
     pol = registry.make_policy(name, cfg, checkpoint=checkpoint, seed=HELD_OUT_SEED0)
     res = simulate(pol, cfg, seeds, HELD_OUT_SEED0)
-    per = [summarize(rec) for rec in res.task_records]  # the one definition (core.metrics): finished tasks only
+    per = res.episode_summaries()  # the one definition (core.metrics): finished tasks only
     eff, resp, qual = ([m[k] for m in per] for k in ("efficiency", "mean_response_s", "mean_quality"))
     rec = np.concatenate(res.task_records)
     completed = float(np.mean([m["completed_fraction"] for m in per]))

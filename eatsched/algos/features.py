@@ -49,7 +49,7 @@ def with_warm_eta(tok, queue_len: int):
              & (xp.abs(srv[..., None, :, SERVER_MODEL] - task[..., :, None, TASK_MODEL]) < 1e-4)
              & busy[..., None, :])  # (..., L, N)
     wait = srv[..., None, :, SERVER_BUSY_FOR] + (~match) * (2.0 * WARM_ETA_CAP)
-    eta = xp.minimum(xp.amin(wait, -1), WARM_ETA_CAP * (task[..., TASK_PRESENT] * 0.0 + 1.0))
+    eta = xp.clip(xp.amin(wait, -1), None, WARM_ETA_CAP)
     eta = eta * (task[..., TASK_READY] < 0.5) * task[..., TASK_PRESENT]
     col = tok[..., :1] * 0.0
     col[..., :L, 0] = eta

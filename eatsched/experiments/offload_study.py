@@ -33,7 +33,7 @@ import numpy as np
 from ..algos.offload_baselines import BASELINES, evaluate_baseline
 from ..algos.offload_learn import METHODS, load_offload_learner, train_offload
 from ..sim.offload import OffloadConfig
-from .evaluate import t_quantile_975
+from .evaluate import ci95, t_quantile_975
 
 LEARNED = tuple(METHODS)
 """dqn-ts, sac-ts, d2sac-ts, lad-ts"""
@@ -127,7 +127,7 @@ def mean_ci(values: Sequence[float]) -> dict:
     if len(x) == 0:
         return {"n": 0, "mean": None, "ci95": [None, None], "values": []}
     m = float(x.mean())
-    h = float(t_quantile_975(len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
+    h = ci95(x)
     lo, hi = (m - h, m + h) if h == h else (None, None)
     return {"n": len(x), "mean": m, "ci95": [lo, hi], "values": [float(v) for v in x]}
 

@@ -22,6 +22,10 @@ class SimulationResult:
     tasks: list[dict] = field(default_factory=list)  # per-task log, all episodes
     task_records: list[np.ndarray] = field(default_factory=list)
 
+    def episode_summaries(self) -> list[dict]:
+        """``core.metrics.summarize`` of each episode on its own (per-seed numbers for paired comparisons)."""
+        return [summarize(rec) for rec in self.task_records]
+
     def summary(self) -> dict:
         """Run-level numbers, pooled over every task of every episode."""
         pooled = summarize(np.concatenate(self.task_records)) if self.task_records else {}
